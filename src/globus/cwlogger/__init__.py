@@ -1,0 +1,51 @@
+"""Send Python logging records to the CWLogger daemon, which forwards them to
+Amazon CloudWatch Logs.
+
+    import logging
+    from globus.cwlogger import cloudwatch_handler
+    logging.getLogger().addHandler(cloudwatch_handler)
+
+Importing this package creates no handler and opens no socket:
+``cloudwatch_handler`` is built on first access, once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from ._handler import DEFAULT_TIMEOUT, ENV_ADDRESS, Fallback, GlobusSocketHandler
+from .protocol import DEFAULT_ADDRESS
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "DEFAULT_TIMEOUT",
+    "ENV_ADDRESS",
+    "Fallback",
+    "GlobusSocketHandler",
+    "cloudwatch_handler",
+]
+
+if TYPE_CHECKING:
+    #: The default handler: built on first access, then always the same one.
+    cloudwatch_handler: GlobusSocketHandler
+else:
+    _build_lock = threading.Lock()
+    # A child forked while another thread held the lock gets a fresh one.
+    os.register_at_fork(after_in_child=lambda: globals().update(_build_lock=threading.Lock()))
+
+    def __getattr__(name: str) -> object:
+        # Hidden from type checkers, so that a misspelled name stays an error.
+        if name != "cloudwatch_handler":
+            msg = f"module {__name__!r} has no attribute {name!r}"
+            raise AttributeError(msg)
+        with _build_lock:
+            handler = globals().get(name)
+            if handler is None:
+                handler = globals()[name] = GlobusSocketHandler()
+        return handler
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

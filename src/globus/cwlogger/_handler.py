@@ -1,0 +1,348 @@
+"""GlobusSocketHandler: one acknowledged request to the daemon per record."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import logging.handlers
+import math
+import os
+import socket
+import struct
+import sys
+import time
+from typing import Union
+
+from typing_extensions import TypeAlias, override
+
+from . import protocol
+
+__all__ = ["DEFAULT_TIMEOUT", "ENV_ADDRESS", "Fallback", "GlobusSocketHandler"]
+
+#: Seconds one logging call may block at most, unless told otherwise.
+DEFAULT_TIMEOUT = 1.0
+
+#: Replaces the default address when a handler is built without ``host``.
+ENV_ADDRESS = "GLOBUS_CWLOGGER_ADDRESS"
+
+#: Where undelivered records go: ``"stderr"``, ``"stdout"``, ``"off"`` (or
+#: ``None`` or ``False``), a handler, or the name of a configured handler.
+Fallback: TypeAlias = Union[logging.Handler, str, bool, None]
+
+_WARN_EVERY = 60.0  # seconds between two warnings of the handler's own
+
+
+def _timeval(seconds: float) -> bytes:
+    """Pack ``seconds`` as the ``struct timeval`` of SO_SNDTIMEO/SO_RCVTIMEO."""
+    whole = int(seconds)
+    # At least 1 us: a zero timeval would mean "wait forever".
+    return struct.pack("ll", whole, max(1, int((seconds - whole) * 1e6)))
+
+
+def _check_timeout(timeout: object) -> float:
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
+        msg = f"timeout must be a number of seconds, not {type(timeout).__name__}: {timeout!r}"
+        raise TypeError(msg)
+    if not (0 < timeout < math.inf):
+        msg = f"timeout must be a positive, finite number of seconds: {timeout!r}"
+        raise ValueError(msg)
+    return float(timeout)
+
+
+def _check_fallback(fallback: object) -> logging.Handler | str | None:
+    """Resolve ``fallback`` to a handler, ``"stderr"``, ``"stdout"`` or None."""
+    if fallback is None or fallback is False or fallback == "off":
+        return None
+    if isinstance(fallback, logging.Handler):
+        return fallback
+    if isinstance(fallback, str):
+        if fallback in ("stderr", "stdout"):
+            return fallback
+        # A handler that dictConfig built before this one (it builds them in
+        # alphabetical order), or that the application registered by name.
+        handler = logging._handlers.get(fallback)  # type: ignore[attr-defined]
+        if isinstance(handler, logging.Handler):
+            return handler
+        msg = (
+            f"fallback must be 'stderr', 'stdout', 'off', a handler, or the name "
+            f"of a handler configured before this one: {fallback!r}"
+        )
+        raise ValueError(msg)
+    msg = f"fallback must be a str, a handler or None, not {type(fallback).__name__}: {fallback!r}"
+    raise TypeError(msg)
+
+
+def _iso(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + (
+        f".{int(created * 1000) % 1000:03d}Z"
+    )
+
+
+class _Refused(Exception):
+    """The daemon answered with an error, or hung up without an answer."""
+
+
+class GlobusSocketHandler(logging.handlers.SocketHandler):
+    """Send each record to the CWLogger daemon and wait for its acknowledgement.
+
+    ``host`` is the daemon's address (see :func:`protocol.parse_address`);
+    without it, ``$GLOBUS_CWLOGGER_ADDRESS`` or ``"\\0org.globus.cwlogs"``.
+    ``port`` must stay None: the daemon listens on a Unix socket.
+    ``timeout`` bounds, in seconds, how long one logging call may block.
+    A record the daemon does not acknowledge goes to ``fallback`` and is
+    counted in :attr:`undelivered`; nothing is raised into the caller.
+    """
+
+    #: Records the daemon acknowledged.
+    delivered: int
+    #: Records it did not (they went to the fallback).
+    undelivered: int
+    #: Records whose message was cut to fit the daemon's size limit.
+    truncated: int
+    #: The fallback as resolved: a handler, "stderr", "stdout", or None (off).
+    fallback: logging.Handler | str | None
+
+    def __init__(
+        self,
+        host: str | os.PathLike[str] | None = None,
+        port: None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        fallback: Fallback = "stderr",
+    ) -> None:
+        if host is None:
+            host = os.environ.get(ENV_ADDRESS) or protocol.DEFAULT_ADDRESS
+        address = protocol.parse_address(host)
+        given_port: object = port
+        if given_port is not None:
+            msg = f"port must be None, the daemon listens on a Unix socket: {port!r}"
+            raise ValueError(msg)
+        self.timeout = _check_timeout(timeout)
+        self.fallback = _check_fallback(fallback)
+        super().__init__(address, None)
+        self.address: str = address
+        self.delivered = self.undelivered = self.truncated = 0
+        self._timeval = _timeval(self.timeout)
+        # A request whose reply did not come in time: it stays open (so the
+        # daemon never sees a client leave before its reply), and its late
+        # reply is the sign that the daemon is back.
+        self._pending: socket.socket | None = None
+        self._pending_pid = 0
+        # Records not acknowledged since the last one that was.
+        self._missed = 0
+        self._missed_since = 0.0
+        self._missed_until = 0.0
+        self._warned_at = -math.inf
+
+    @override
+    def __repr__(self) -> str:
+        level = logging.getLevelName(self.level)
+        return f"<{type(self).__name__} {protocol.display_address(self.address)} ({level})>"
+
+    @override
+    def makeSocket(self, timeout: float | None = None) -> socket.socket:
+        """Connect to the daemon; every later call on the socket times out
+        in the kernel after ``timeout`` (default: the handler's)."""
+        timeval = self._timeval if timeout is None else _timeval(timeout)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # Kernel timeouts: no poll() before each call, and a blocking
+            # connect() waits for room when the listen backlog is full.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            sock.connect(self.address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    @override
+    def makePickle(self, record: logging.LogRecord) -> bytes:
+        """The request for one record: its formatted text, stamped with the
+        time the record was created."""
+        request, cut = protocol.encode_event(self.format(record), int(record.created * 1000))
+        if cut:
+            self.truncated += 1
+        return request
+
+    @override
+    def send(self, s: bytes) -> None:  # type: ignore[override]  # bytes only
+        """Deliver one request and read the daemon's reply.
+
+        Raises OSError (or TimeoutError) when the daemon cannot be reached in
+        time, and an exception of its own when the daemon refuses the event.
+        """
+        start = time.monotonic()
+        self._exchange(self.makeSocket(), s, start)
+
+    def _exchange(self, sock: socket.socket, request: bytes, start: float) -> None:
+        """Send ``request`` on ``sock`` and read the reply, all within the
+        timeout; closes ``sock`` unless it is left waiting for its reply."""
+        sent = kept = False
+        try:
+            self._shorten(sock, start)
+            sock.sendall(request)  # whole, or the socket is closed at once
+            sent = True
+            self._shorten(sock, start)
+            reply = sock.recv(512)
+            while reply and not reply.endswith(b"\n"):
+                self._shorten(sock, start)
+                more = sock.recv(512)
+                reply += more
+                if not more:
+                    break
+        except (BlockingIOError, TimeoutError):
+            if sent:  # the daemon has it: never hang up before its reply
+                self._hold(sock)
+                kept = True
+            raise
+        finally:
+            if not kept:
+                sock.close()
+        if not reply.endswith(b"\n"):
+            msg = "the daemon closed the connection without a reply"
+            raise _Refused(msg)
+        answer = protocol.decode_reply(reply)
+        if isinstance(answer, protocol.Error):
+            raise _Refused(answer.message)
+
+    def _shorten(self, sock: socket.socket, start: float) -> None:
+        """Keep the whole exchange within the timeout: once time was spent,
+        give the next call on ``sock`` only what is left."""
+        spent = time.monotonic() - start
+        if spent > 0.001:
+            left = self.timeout - spent
+            if left <= 0:
+                msg = f"no reply within {self.timeout} s"
+                raise TimeoutError(msg)
+            timeval = _timeval(left)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+
+    def _hold(self, sock: socket.socket) -> None:
+        self._drop_pending()
+        self._pending = sock
+        self._pending_pid = os.getpid()
+
+    def _drop_pending(self) -> None:
+        if self._pending is not None:
+            self._pending.close()
+            self._pending = None
+
+    def _daemon_is_back(self) -> bool:
+        """During a backoff: has the daemon answered (or dropped) the
+        request it left waiting?  Never blocks."""
+        pending = self._pending
+        if pending is None or self._pending_pid != os.getpid():
+            self._pending = None  # a forked child leaves it to its parent
+            return False
+        try:
+            pending.recv(512, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            pass
+        self._drop_pending()
+        return True
+
+    @override
+    def emit(self, record: logging.LogRecord) -> None:
+        """Send the record; if the daemon does not acknowledge it, hand it to
+        the fallback and count it.  Never raises."""
+        try:
+            request = self.makePickle(record)
+        except Exception:
+            self._missed_record(record)
+            self.handleError(record)  # e.g. a format string that does not fit its args
+            return
+        if (
+            self.retryTime is not None
+            and not self._daemon_is_back()
+            and time.monotonic() < self.retryTime
+        ):
+            self._missed_record(record)  # backing off: do not block the caller
+            self._to_fallback(record)
+            return
+        try:
+            if self._missed:
+                self._send_summary()
+            self.send(request)
+        except Exception as error:  # OSError, TimeoutError, _Refused, ProtocolError
+            self._missed_record(record)
+            if isinstance(error, (BlockingIOError, TimeoutError)):
+                self._back_off()  # hung: stop blocking callers for a while
+            else:
+                self.retryTime = None  # it answered, or is absent: cheap to retry
+            self._warn(f"{type(error).__name__}: {error}")
+            self._to_fallback(record)
+        else:
+            self.delivered += 1
+            self.retryTime = None
+
+    def _back_off(self) -> None:
+        """After a timeout (a hung daemon), stop blocking callers for a while.
+
+        Refused or missing daemons are cheap to detect and are retried at
+        once, so their return is noticed by the next record.
+        """
+        if self.retryTime is None:
+            self.retryPeriod = self.retryStart
+        else:
+            self.retryPeriod = min(self.retryPeriod * self.retryFactor, self.retryMax)
+        self.retryTime = time.monotonic() + self.retryPeriod
+
+    def _missed_record(self, record: logging.LogRecord) -> None:
+        self.undelivered += 1
+        if not self._missed:
+            self._missed_since = record.created
+        self._missed += 1
+        self._missed_until = record.created
+
+    def _send_summary(self) -> None:
+        """Tell the daemon how many records it missed, and when."""
+        summary = {
+            "type": "audit",
+            "subtype": "cwlogger.undelivered",
+            "undelivered": self._missed,
+            "first": _iso(self._missed_since),
+            "last": _iso(self._missed_until),
+            "pid": os.getpid(),
+        }
+        request, _ = protocol.encode_event(json.dumps(summary), int(time.time() * 1000))
+        self.send(request)
+        self._missed = 0
+
+    def _to_fallback(self, record: logging.LogRecord) -> None:
+        fallback = self.fallback
+        try:
+            if isinstance(fallback, logging.Handler):
+                fallback.handle(record)
+            elif fallback is not None:
+                stream = sys.stderr if fallback == "stderr" else sys.stdout
+                if stream is not None:
+                    stream.write(self.format(record) + "\n")
+                    stream.flush()
+        except Exception:
+            pass  # already counted; there is nowhere left to put it
+
+    def _warn(self, text: str) -> None:
+        """Say on stderr why records are not delivered, once a minute at
+        most (never through logging: this handler may be on the root)."""
+        now = time.monotonic()
+        if now - self._warned_at < _WARN_EVERY or sys.stderr is None:
+            return
+        self._warned_at = now
+        where = protocol.display_address(self.address)
+        with contextlib.suppress(Exception):
+            sys.stderr.write(
+                f"globus.cwlogger: records to {where} are not acknowledged ({text}); "
+                f"they go to the fallback ({self.undelivered} so far)\n"
+            )
+
+    @override
+    def close(self) -> None:
+        """Release the handler; closing it twice is harmless."""
+        with self.lock:  # type: ignore[union-attr]  # created in __init__
+            self._drop_pending()
+        super().close()
