@@ -100,7 +100,7 @@ def encode_event(message: str, timestamp: int) -> tuple[bytes, int]:
         msg = f"timestamp must be non-negative: {timestamp!r}"
         raise ValueError(msg)
     cut = 0
-    if not message or len(message) > _SAFE_CHARS or type(message) is not str:
+    if type(message) is not str or not message or len(message) > _SAFE_CHARS:
         message, cut = fit_message(message)
     try:
         return _request(message, timestamp), cut
