@@ -259,7 +259,13 @@ class FailureTest(DaemonTestCase):
             self.assert_fallback("no room")
             for s in fillers:
                 s.close()
-            daemon.behaviour = "ok"
+            daemon.behaviour = "ok"  # drains the backlog: there is room again
+            time.sleep(0.1)
+            handler.handle(logging.makeLogRecord({"msg": "room again"}))
+            self.assertLess(time.monotonic() - start, handler.retryStart)  # not after the backoff
+            events = daemon.wait_for(2)
+        self.assertEqual(summary_of(events[0].message)["undelivered"], 1)
+        self.assertEqual(events[1].message, "room again")
 
     def test_fallback_off_still_counts(self) -> None:
         self.daemon.stop()

@@ -173,8 +173,11 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         Raises OSError (or TimeoutError) when the daemon cannot be reached in
         time, and an exception of its own when the daemon refuses the event.
         """
+        self._deliver(s)
+
+    def _deliver(self, request: bytes, sock: socket.socket | None = None) -> None:
         start = time.monotonic()
-        self._exchange(self.makeSocket(), s, start)
+        self._exchange(self.makeSocket() if sock is None else sock, request, start)
 
     def _exchange(self, sock: socket.socket, request: bytes, start: float) -> None:
         """Send ``request`` on ``sock`` and read the reply, all within the
@@ -246,6 +249,23 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         self._drop_pending()
         return True
 
+    def _connect_if_room(self) -> socket.socket | None:
+        """During a backoff with no request pending (the listen backlog was
+        full): a connection if one can be had at once, else None."""
+        if self._pending is not None:
+            return None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.connect(self.address)  # AF_UNIX: done at once, or EAGAIN
+            sock.setblocking(True)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self._timeval)
+        except OSError:
+            sock.close()
+            return None
+        return sock
+
     @override
     def emit(self, record: logging.LogRecord) -> None:
         """Send the record; if the daemon does not acknowledge it, hand it to
@@ -256,18 +276,22 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             self._missed_record(record)
             self.handleError(record)  # e.g. a format string that does not fit its args
             return
+        sock = None
         if (
             self.retryTime is not None
             and not self._daemon_is_back()
             and time.monotonic() < self.retryTime
         ):
-            self._missed_record(record)  # backing off: do not block the caller
-            self._to_fallback(record)
-            return
+            sock = self._connect_if_room()
+            if sock is None:  # still hung: do not block the caller
+                self._missed_record(record)
+                self._to_fallback(record)
+                return
         try:
-            if self._missed:
-                self._send_summary()
-            self.send(request)
+            if self._missed:  # first tell the daemon what it missed
+                self._deliver(self._summary(), sock)
+                self._missed, sock = 0, None
+            self._deliver(request, sock)
         except Exception as error:  # OSError, TimeoutError, _Refused, ProtocolError
             self._missed_record(record)
             if isinstance(error, (BlockingIOError, TimeoutError)):
@@ -299,8 +323,8 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         self._missed += 1
         self._missed_until = record.created
 
-    def _send_summary(self) -> None:
-        """Tell the daemon how many records it missed, and when."""
+    def _summary(self) -> bytes:
+        """The event that tells the daemon how many records it missed, when."""
         summary = {
             "type": "audit",
             "subtype": "cwlogger.undelivered",
@@ -310,8 +334,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             "pid": os.getpid(),
         }
         request, _ = protocol.encode_event(json.dumps(summary), int(time.time() * 1000))
-        self.send(request)
-        self._missed = 0
+        return request
 
     def _to_fallback(self, record: logging.LogRecord) -> None:
         fallback = self.fallback
