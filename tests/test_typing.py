@@ -7,7 +7,6 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-import textwrap
 import unittest
 
 import globus.cwlogger

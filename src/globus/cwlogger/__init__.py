@@ -16,6 +16,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from ._handler import DEFAULT_TIMEOUT, ENV_ADDRESS, Fallback, GlobusSocketHandler
+from ._queued import GlobusQueueHandler
 from .protocol import DEFAULT_ADDRESS
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "ENV_ADDRESS",
     "Fallback",
+    "GlobusQueueHandler",
     "GlobusSocketHandler",
     "cloudwatch_handler",
 ]

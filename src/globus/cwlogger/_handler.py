@@ -366,6 +366,9 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
     @override
     def close(self) -> None:
         """Release the handler; closing it twice is harmless."""
-        with self.lock:  # type: ignore[union-attr]  # created in __init__
+        self.acquire()
+        try:
             self._drop_pending()
+        finally:
+            self.release()
         super().close()

@@ -1,0 +1,82 @@
+"""GlobusQueueHandler: the socket work off the caller's thread.
+
+The standard library's ``QueueHandler`` and ``QueueListener``, wired to a
+:class:`GlobusSocketHandler` and started and stopped with the handler's own
+life, so that nothing is lost at interpreter exit or in a forked child.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import weakref
+from queue import Queue, SimpleQueue
+from typing import Any
+
+from typing_extensions import override
+
+from ._handler import GlobusSocketHandler
+
+__all__ = ["GlobusQueueHandler"]
+
+_live: weakref.WeakSet[GlobusQueueHandler] = weakref.WeakSet()
+
+
+class GlobusQueueHandler(logging.handlers.QueueHandler):
+    """Queue each record and deliver it from a background thread.
+
+    Takes the same keywords as :class:`GlobusSocketHandler` (``host``,
+    ``timeout``, ``fallback``), which it builds as :attr:`target`.  A logging
+    call costs a format and a queue put.  ``close()`` (which
+    ``logging.shutdown`` calls at exit) waits until every queued record was
+    delivered or handed to the fallback.
+    """
+
+    #: The handler that does the sending; its counters tell what happened.
+    target: GlobusSocketHandler
+
+    def __init__(self, queue: Queue[Any] | SimpleQueue[Any] | None = None, **kwargs: Any) -> None:
+        # Built first, so logging.shutdown (newest first) closes it after us.
+        self.target = GlobusSocketHandler(**kwargs)
+        super().__init__(_new_queue() if queue is None else queue)
+        self._listener: logging.handlers.QueueListener | None = None
+        self._start()
+        _live.add(self)
+
+    def _start(self) -> None:
+        self._listener = logging.handlers.QueueListener(self.queue, self.target)
+        self._listener.start()
+
+    def _restart_in_child(self) -> None:
+        # The listener thread did not survive the fork, and the queue's locks
+        # may be held by it: a fresh queue and thread (the parent still
+        # delivers what it had queued).
+        if self._listener is not None:
+            self.queue = _new_queue()
+            self._start()
+
+    @override
+    def close(self) -> None:
+        """Deliver what is queued, then stop; closing twice is harmless."""
+        self.acquire()
+        try:
+            listener, self._listener = self._listener, None
+        finally:
+            self.release()
+        if listener is not None:
+            listener.stop()  # drains the queue
+        self.target.close()
+        super().close()
+
+
+def _new_queue() -> SimpleQueue[Any]:
+    return SimpleQueue()
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_live):
+        handler._restart_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
