@@ -385,3 +385,70 @@ class ConfigurationTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ListenerCredentialsTest(DaemonTestCase):
+    def test_listener_of_another_uid_gets_nothing(self) -> None:
+        handler = self.make_handler(daemon_uid=os.getuid() + 1)
+        with contextlib.redirect_stderr(io.StringIO()) as stderr:
+            for i in range(2):
+                handler.handle(logging.makeLogRecord({"msg": f"secret {i}"}))
+        self.assertEqual(self.daemon.events, [])
+        self.assertNotIn(b"secret", b"".join(self.daemon.requests))
+        self.assertEqual(handler.undelivered, 2)
+        self.assertEqual([r.getMessage() for r in self.fallback.records], ["secret 0", "secret 1"])
+        self.assertEqual(stderr.getvalue().count("globus.cwlogger:"), 1)  # one clear warning
+        self.assertIn(f"not daemon_uid {os.getuid() + 1}", stderr.getvalue())
+
+    def test_listener_of_the_given_uid_gets_records(self) -> None:
+        handler = self.make_handler(daemon_uid=os.getuid())
+        handler.handle(logging.makeLogRecord({"msg": "for the daemon"}))
+        self.assertEqual([e.message for e in self.daemon.wait_for(1)], ["for the daemon"])
+
+    @unittest.skipUnless(os.geteuid() == 0, "a listener of another uid needs root to set up")
+    def test_listener_in_a_child_that_dropped_to_another_uid(self) -> None:
+        address = unique_address()
+        ready_r, ready_w = os.pipe()
+        report_r, report_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the impostor: binds the name first, as nobody
+            status = 1
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                impostor = socket.socket(socket.AF_UNIX)
+                impostor.bind(address)
+                impostor.listen(8)
+                impostor.settimeout(1)
+                os.write(ready_w, b"1")
+                received = b""
+                with contextlib.suppress(OSError):
+                    while True:
+                        conn, _ = impostor.accept()
+                        conn.settimeout(1)
+                        received += conn.recv(65536)
+                        conn.close()
+                os.write(report_w, str(len(received)).encode())
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(ready_w)
+        os.close(report_w)
+        self.assertEqual(os.read(ready_r, 1), b"1")
+        handler = self.make_handler(host=address, daemon_uid=0)
+        with contextlib.redirect_stderr(io.StringIO()) as stderr:
+            handler.handle(logging.makeLogRecord({"msg": "audit record"}))
+        report = os.read(report_r, 64)
+        _, status = os.waitpid(pid, 0)
+        os.close(ready_r)
+        os.close(report_r)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertEqual(report, b"0")  # the impostor received nothing
+        self.assertEqual((handler.delivered, handler.undelivered), (0, 1))
+        self.assertIn("runs as uid 65534, not daemon_uid 0", stderr.getvalue())
+
+    def test_bad_uid_is_a_configuration_error(self) -> None:
+        with self.assertRaisesRegex(ValueError, "-1"):
+            GlobusSocketHandler(daemon_uid=-1)
+        with self.assertRaisesRegex(TypeError, "'0'"):
+            GlobusSocketHandler(daemon_uid="0")  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ ENV_ADDRESS = "GLOBUS_CWLOGGER_ADDRESS"
 Fallback: TypeAlias = Union[logging.Handler, str, bool, None]
 
 _WARN_EVERY = 60.0  # seconds between two warnings of the handler's own
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 def _timeval(seconds: float) -> bytes:
@@ -73,6 +74,18 @@ def _check_fallback(fallback: object) -> logging.Handler | str | None:
     raise TypeError(msg)
 
 
+def _check_uid(uid: object) -> int | None:
+    if uid is None:
+        return None
+    if not isinstance(uid, int) or isinstance(uid, bool):
+        msg = f"daemon_uid must be an int or None, not {type(uid).__name__}: {uid!r}"
+        raise TypeError(msg)
+    if uid < 0:
+        msg = f"daemon_uid must be non-negative: {uid!r}"
+        raise ValueError(msg)
+    return uid
+
+
 def _iso(created: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + (
         f".{int(created * 1000) % 1000:03d}Z"
@@ -90,6 +103,8 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
     without it, ``$GLOBUS_CWLOGGER_ADDRESS`` or ``"\\0org.globus.cwlogs"``.
     ``port`` must stay None: the daemon listens on a Unix socket.
     ``timeout`` bounds, in seconds, how long one logging call may block.
+    ``daemon_uid``, when given, is the only uid a listener may run as (the
+    daemon runs as root: 0); records for any other listener are undelivered.
     A record the daemon does not acknowledge goes to ``fallback`` and is
     counted in :attr:`undelivered`; nothing is raised into the caller.
     """
@@ -102,6 +117,8 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
     truncated: int
     #: The fallback as resolved: a handler, "stderr", "stdout", or None (off).
     fallback: logging.Handler | str | None
+    #: When set, records go only to a listener running as this uid.
+    daemon_uid: int | None
 
     def __init__(
         self,
@@ -110,6 +127,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         *,
         timeout: float = DEFAULT_TIMEOUT,
         fallback: Fallback = "stderr",
+        daemon_uid: int | None = None,
     ) -> None:
         if host is None:
             host = os.environ.get(ENV_ADDRESS) or protocol.DEFAULT_ADDRESS
@@ -120,6 +138,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             raise ValueError(msg)
         self.timeout = _check_timeout(timeout)
         self.fallback = _check_fallback(fallback)
+        self.daemon_uid = _check_uid(daemon_uid)
         super().__init__(address, None)
         self.address: str = address
         self.delivered = self.undelivered = self.truncated = 0
@@ -184,6 +203,8 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         timeout; closes ``sock`` unless it is left waiting for its reply."""
         sent = kept = False
         try:
+            if self.daemon_uid is not None:
+                self._check_listener(sock)
             self._shorten(sock, start)
             sock.sendall(request)  # whole, or the socket is closed at once
             sent = True
@@ -209,6 +230,15 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         answer = protocol.decode_reply(reply)
         if isinstance(answer, protocol.Error):
             raise _Refused(answer.message)
+
+    def _check_listener(self, sock: socket.socket) -> None:
+        """Any local process can bind an abstract name first: send nothing
+        to a listener that does not run as ``daemon_uid``."""
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        pid, uid, _ = _PEERCRED.unpack(creds)
+        if uid != self.daemon_uid:
+            msg = f"the listener (pid {pid}) runs as uid {uid}, not daemon_uid {self.daemon_uid}"
+            raise PermissionError(msg)
 
     def _shorten(self, sock: socket.socket, start: float) -> None:
         """Keep the whole exchange within the timeout: once time was spent,
