@@ -8,6 +8,7 @@ import logging
 import logging.handlers
 import math
 import os
+import select
 import socket
 import struct
 import sys
@@ -142,7 +143,6 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         super().__init__(address, None)
         self.address: str = address
         self.delivered = self.undelivered = self.truncated = 0
-        self._timeval = _timeval(self.timeout)
         # A request whose reply did not come in time: it stays open (so the
         # daemon never sees a client leave before its reply), and its late
         # reply is the sign that the daemon is back.
@@ -160,17 +160,32 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         return f"<{type(self).__name__} {protocol.display_address(self.address)} ({level})>"
 
     @override
-    def makeSocket(self, timeout: float | None = None) -> socket.socket:
-        """Connect to the daemon; every later call on the socket times out
-        in the kernel after ``timeout`` (default: the handler's)."""
-        timeval = self._timeval if timeout is None else _timeval(timeout)
+    def makeSocket(self, timeout: float = 1) -> socket.socket:
+        """Connect to the daemon and return a non-blocking socket.
+
+        When the listen backlog is full, wait up to ``timeout`` seconds for
+        room (0: not at all), then raise BlockingIOError.
+        """
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        try:
+            sock.connect(self.address)  # AF_UNIX: connected at once, or EAGAIN
+        except BlockingIOError:
+            sock.close()
+            if timeout <= 0:
+                raise
+            return self._connect_when_room(timeout)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _connect_when_room(self, timeout: float) -> socket.socket:
+        # A blocking connect() waits in the kernel for room, up to SO_SNDTIMEO.
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            # Kernel timeouts: no poll() before each call, and a blocking
-            # connect() waits for room when the listen backlog is full.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout))
             sock.connect(self.address)
+            sock.setblocking(False)
         except BaseException:
             sock.close()
             raise
@@ -187,49 +202,48 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
 
     @override
     def send(self, s: bytes) -> None:  # type: ignore[override]  # bytes only
-        """Deliver one request and read the daemon's reply.
+        """Deliver one request and read the daemon's reply, within the timeout.
 
-        Raises OSError (or TimeoutError) when the daemon cannot be reached in
-        time, and an exception of its own when the daemon refuses the event.
+        Raises OSError (TimeoutError when the daemon did not answer in time)
+        or an exception of its own when the daemon refuses the event.
         """
-        self._deliver(s)
+        self._deliver(s, time.monotonic() + self.timeout)
 
-    def _deliver(self, request: bytes, sock: socket.socket | None = None) -> None:
-        start = time.monotonic()
-        self._exchange(self.makeSocket() if sock is None else sock, request, start)
-
-    def _exchange(self, sock: socket.socket, request: bytes, start: float) -> None:
-        """Send ``request`` on ``sock`` and read the reply, all within the
-        timeout; closes ``sock`` unless it is left waiting for its reply."""
-        sent = kept = False
+    def _deliver(self, request: bytes, deadline: float, sock: socket.socket | None = None) -> None:
+        if sock is None:
+            sock = self.makeSocket(deadline - time.monotonic())
+        kept = False
         try:
             if self.daemon_uid is not None:
                 self._check_listener(sock)
-            self._shorten(sock, start)
-            sock.sendall(request)  # whole, or the socket is closed at once
-            sent = True
-            self._shorten(sock, start)
-            reply = sock.recv(512)
-            while reply and not reply.endswith(b"\n"):
-                self._shorten(sock, start)
-                more = sock.recv(512)
-                reply += more
-                if not more:
-                    break
-        except (BlockingIOError, TimeoutError):
-            if sent:  # the daemon has it: never hang up before its reply
-                self._hold(sock)
-                kept = True
-            raise
+            sent = sock.send(request)  # all of it, unless over the socket buffer
+            if sent < len(request):
+                sock.settimeout(max(deadline - time.monotonic(), 1e-6))
+                sock.sendall(memoryview(request)[sent:])  # whole, or closed at once
+            reply = b""
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            while not reply.endswith(b"\n"):
+                left = deadline - time.monotonic()
+                if left <= 0 or not poller.poll(math.ceil(left * 1000)):
+                    self._hold(sock)  # the daemon has it: never hang up before its reply
+                    kept = True
+                    msg = f"no reply within {self.timeout} s"
+                    raise TimeoutError(msg)
+                chunk = sock.recv(512)
+                if not chunk:
+                    msg = "the daemon closed the connection without a reply"
+                    raise _Refused(msg)
+                reply += chunk
         finally:
             if not kept:
                 sock.close()
-        if not reply.endswith(b"\n"):
-            msg = "the daemon closed the connection without a reply"
-            raise _Refused(msg)
-        answer = protocol.decode_reply(reply)
-        if isinstance(answer, protocol.Error):
-            raise _Refused(answer.message)
+        # Every acknowledgement starts so (the daemon writes it with
+        # json.dumps); anything else is decoded in full.
+        if not reply.startswith(b'{"status": "ok"'):
+            answer = protocol.decode_reply(reply)
+            if isinstance(answer, protocol.Error):
+                raise _Refused(answer.message)
 
     def _check_listener(self, sock: socket.socket) -> None:
         """Any local process can bind an abstract name first: send nothing
@@ -239,19 +253,6 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         if uid != self.daemon_uid:
             msg = f"the listener (pid {pid}) runs as uid {uid}, not daemon_uid {self.daemon_uid}"
             raise PermissionError(msg)
-
-    def _shorten(self, sock: socket.socket, start: float) -> None:
-        """Keep the whole exchange within the timeout: once time was spent,
-        give the next call on ``sock`` only what is left."""
-        spent = time.monotonic() - start
-        if spent > 0.001:
-            left = self.timeout - spent
-            if left <= 0:
-                msg = f"no reply within {self.timeout} s"
-                raise TimeoutError(msg)
-            timeval = _timeval(left)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
 
     def _hold(self, sock: socket.socket) -> None:
         self._drop_pending()
@@ -271,7 +272,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             self._pending = None  # a forked child leaves it to its parent
             return False
         try:
-            pending.recv(512, socket.MSG_DONTWAIT)
+            pending.recv(512)
         except BlockingIOError:
             return False
         except OSError:
@@ -284,17 +285,10 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         full): a connection if one can be had at once, else None."""
         if self._pending is not None:
             return None
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.setblocking(False)
-            sock.connect(self.address)  # AF_UNIX: done at once, or EAGAIN
-            sock.setblocking(True)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._timeval)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self._timeval)
+            return self.makeSocket(0)
         except OSError:
-            sock.close()
             return None
-        return sock
 
     @override
     def emit(self, record: logging.LogRecord) -> None:
@@ -317,14 +311,15 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
                 self._missed_record(record)
                 self._to_fallback(record)
                 return
+        deadline = time.monotonic() + self.timeout  # for this whole call
         try:
             if self._missed:  # first tell the daemon what it missed
-                self._deliver(self._summary(), sock)
+                self._deliver(self._summary(), deadline, sock)
                 self._missed, sock = 0, None
-            self._deliver(request, sock)
+            self._deliver(request, deadline, sock)
         except Exception as error:  # OSError, TimeoutError, _Refused, ProtocolError
             self._missed_record(record)
-            if isinstance(error, (BlockingIOError, TimeoutError)):
+            if isinstance(error, (BlockingIOError, TimeoutError, socket.timeout)):
                 self._back_off()  # hung: stop blocking callers for a while
             else:
                 self.retryTime = None  # it answered, or is absent: cheap to retry
