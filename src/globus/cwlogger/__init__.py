@@ -15,7 +15,9 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
+from ._emf import emf
 from ._handler import DEFAULT_TIMEOUT, ENV_ADDRESS, Fallback, GlobusSocketHandler
+from ._json import JSONFormatter
 from ._queued import GlobusQueueHandler
 from .protocol import DEFAULT_ADDRESS
 
@@ -26,7 +28,9 @@ __all__ = [
     "Fallback",
     "GlobusQueueHandler",
     "GlobusSocketHandler",
+    "JSONFormatter",
     "cloudwatch_handler",
+    "emf",
 ]
 
 if TYPE_CHECKING:
