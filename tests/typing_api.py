@@ -7,6 +7,7 @@ being a type error.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 
 import globus.cwlogger
 from globus.cwlogger import GlobusSocketHandler, cloudwatch_handler, protocol
