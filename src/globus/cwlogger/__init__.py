@@ -11,14 +11,12 @@ Importing this package creates no handler and opens no socket:
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from typing import TYPE_CHECKING
 
-from ._emf import emf
 from ._handler import DEFAULT_TIMEOUT, ENV_ADDRESS, Fallback, GlobusSocketHandler
-from ._json import JSONFormatter
-from ._queued import GlobusQueueHandler
 from .protocol import DEFAULT_ADDRESS
 
 __all__ = [
@@ -34,15 +32,26 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from ._emf import emf
+    from ._json import JSONFormatter
+    from ._queued import GlobusQueueHandler
+
     #: The default handler: built on first access, then always the same one.
     cloudwatch_handler: GlobusSocketHandler
 else:
+    # Imported on first use, to keep `import globus.cwlogger` cheap.
+    _LAZY = {"JSONFormatter": "_json", "emf": "_emf", "GlobusQueueHandler": "_queued"}
     _build_lock = threading.Lock()
     # A child forked while another thread held the lock gets a fresh one.
     os.register_at_fork(after_in_child=lambda: globals().update(_build_lock=threading.Lock()))
 
     def __getattr__(name: str) -> object:
         # Hidden from type checkers, so that a misspelled name stays an error.
+        if name in _LAZY:
+            value = globals()[name] = getattr(
+                importlib.import_module(f".{_LAZY[name]}", __name__), name
+            )
+            return value
         if name != "cloudwatch_handler":
             msg = f"module {__name__!r} has no attribute {name!r}"
             raise AttributeError(msg)

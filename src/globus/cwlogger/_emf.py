@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from typing import Any, Union
-
-from typing_extensions import TypeAlias
+from typing import TYPE_CHECKING, Any, Union
 
 from ._json import FIELDS, RECORD_ATTRIBUTES
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeAlias
 
 __all__ = ["UNITS", "EMFMetric", "emf"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import logging.handlers
@@ -13,11 +12,13 @@ import socket
 import struct
 import sys
 import time
-from typing import Union
-
-from typing_extensions import TypeAlias, override
+from typing import TYPE_CHECKING, Union
 
 from . import protocol
+from ._typing import override
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeAlias
 
 __all__ = ["DEFAULT_TIMEOUT", "ENV_ADDRESS", "Fallback", "GlobusSocketHandler"]
 
@@ -382,11 +383,13 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             return
         self._warned_at = now
         where = protocol.display_address(self.address)
-        with contextlib.suppress(Exception):
+        try:  # noqa: SIM105  # contextlib costs an import
             sys.stderr.write(
                 f"globus.cwlogger: records to {where} are not acknowledged ({text}); "
                 f"they go to the fallback ({self.undelivered} so far)\n"
             )
+        except Exception:  # nowhere left to say it
+            pass
 
     @override
     def close(self) -> None:

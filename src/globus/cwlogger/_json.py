@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Literal
 
-from typing_extensions import override
+from ._typing import override
 
 __all__ = ["JSONFormatter"]
 

@@ -14,9 +14,8 @@ import weakref
 from queue import Queue, SimpleQueue
 from typing import Any
 
-from typing_extensions import override
-
 from ._handler import GlobusSocketHandler
+from ._typing import override
 
 __all__ = ["GlobusQueueHandler"]
 

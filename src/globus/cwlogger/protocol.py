@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from json.encoder import encode_basestring
-from typing import Union
+from typing import TYPE_CHECKING, NamedTuple, Union
 
-from typing_extensions import TypeAlias
+if TYPE_CHECKING:
+    from typing_extensions import TypeAlias
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -118,16 +118,14 @@ class ProtocolError(ValueError):
     """The daemon's reply is not one the protocol allows."""
 
 
-@dataclass(frozen=True)
-class Ok:
+class Ok(NamedTuple):
     """The daemon acknowledged the event; ``health`` describes its queue."""
 
     queue_length: int
     queue_percent_full: float
 
 
-@dataclass(frozen=True)
-class Error:
+class Error(NamedTuple):
     """The daemon refused the event; ``message`` is its exception's repr."""
 
     message: str
