@@ -130,6 +130,11 @@ class LazyDefaultTest(unittest.TestCase):
             assert sorted(os.listdir("/proc/self/fd")) == fds, "import opened a file"
             assert len(logging._handlerList) == handlers, "import made a handler"
             assert "cloudwatch_handler" in dir(cw)
+            import sys
+            lazy = {"globus.cwlogger._json", "globus.cwlogger._emf", "globus.cwlogger._queued"}
+            assert not lazy & set(sys.modules), "loaded before use"
+            assert {"JSONFormatter", "emf", "GlobusQueueHandler"} <= set(dir(cw))
+            assert cw.JSONFormatter.__name__ == "JSONFormatter" and lazy & set(sys.modules)
 
             built = []
             original = cw.GlobusSocketHandler.__init__
