@@ -239,6 +239,27 @@ class FailureTest(DaemonTestCase):
         self.assertEqual(summary_of(messages[1])["undelivered"], 2)
         self.assertEqual(messages[2], "resumed")
 
+    def test_requests_left_waiting_are_never_abandoned(self) -> None:
+        self.handler.retryStart = 0.1  # retry soon: two requests left waiting
+        self.daemon.behaviour = "hang"
+        with contextlib.redirect_stderr(io.StringIO()):
+            self.log.info("hung 1")
+            time.sleep(0.15)
+            self.log.info("hung 2")  # the backoff ran out: tried again, timed out
+            self.log.info("backing off")
+        self.assertEqual(len(self.handler._pending), 2)
+        self.daemon.behaviour = "ok"  # answers both, in order
+        self.assertEqual(len(self.daemon.wait_for(2)), 2)
+        self.log.info("resumed")
+        self.assertEqual(self.handler._pending, [])
+        self.handler.close()
+        messages = [e.message for e in self.daemon.wait_for(4)]
+        self.assertEqual(messages[0], "hung 1")
+        self.assertEqual(summary_of(messages[1])["undelivered"], 1)  # the retry's first request
+        self.assertEqual(summary_of(messages[2])["undelivered"], 3)
+        self.assertEqual(messages[3], "resumed")
+        self.assertEqual(self.daemon.hangups, 0)
+
     def test_full_backlog_waits_for_room_within_the_timeout(self) -> None:
         address = unique_address()
         with LocalDaemon(address, behaviour="stall", backlog=0) as daemon:

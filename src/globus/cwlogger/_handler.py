@@ -34,6 +34,7 @@ Fallback: TypeAlias = Union[logging.Handler, str, bool, None]
 
 _WARN_EVERY = 60.0  # seconds between two warnings of the handler's own
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_MAX_PENDING = 16  # requests left waiting for a late reply, at most
 
 
 def _timeval(seconds: float) -> bytes:
@@ -144,10 +145,10 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         super().__init__(address, None)
         self.address: str = address
         self.delivered = self.undelivered = self.truncated = 0
-        # A request whose reply did not come in time: it stays open (so the
-        # daemon never sees a client leave before its reply), and its late
-        # reply is the sign that the daemon is back.
-        self._pending: socket.socket | None = None
+        # Requests whose reply did not come in time stay open, so that the
+        # daemon never sees a client leave before its reply; a late reply is
+        # the sign that the daemon is back.
+        self._pending: list[socket.socket] = []
         self._pending_pid = 0
         # Records not acknowledged since the last one that was.
         self._missed = 0
@@ -256,35 +257,39 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             raise PermissionError(msg)
 
     def _hold(self, sock: socket.socket) -> None:
-        self._drop_pending()
-        self._pending = sock
+        if len(self._pending) >= _MAX_PENDING:
+            self._pending.pop(0).close()
+        self._pending.append(sock)
         self._pending_pid = os.getpid()
 
-    def _drop_pending(self) -> None:
-        if self._pending is not None:
-            self._pending.close()
-            self._pending = None
+    def _reap(self) -> bool:
+        """Close the waiting requests whose reply (or hang-up) came; True if
+        any did: the daemon answers again.  Never blocks."""
+        if self._pending_pid != os.getpid():  # a forked child: the parent reads them
+            self._drop_pending()
+            return False
+        answered = False
+        for sock in list(self._pending):
+            try:
+                sock.recv(512)
+            except BlockingIOError:
+                continue
+            except OSError:
+                pass
+            sock.close()
+            self._pending.remove(sock)
+            answered = True
+        return answered
 
-    def _daemon_is_back(self) -> bool:
-        """During a backoff: has the daemon answered (or dropped) the
-        request it left waiting?  Never blocks."""
-        pending = self._pending
-        if pending is None or self._pending_pid != os.getpid():
-            self._pending = None  # a forked child leaves it to its parent
-            return False
-        try:
-            pending.recv(512)
-        except BlockingIOError:
-            return False
-        except OSError:
-            pass
-        self._drop_pending()
-        return True
+    def _drop_pending(self) -> None:
+        for sock in self._pending:
+            sock.close()
+        self._pending = []
 
     def _connect_if_room(self) -> socket.socket | None:
-        """During a backoff with no request pending (the listen backlog was
+        """During a backoff with no request waiting (the listen backlog was
         full): a connection if one can be had at once, else None."""
-        if self._pending is not None:
+        if self._pending:
             return None
         try:
             return self.makeSocket(0)
@@ -302,11 +307,8 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             self.handleError(record)  # e.g. a format string that does not fit its args
             return
         sock = None
-        if (
-            self.retryTime is not None
-            and not self._daemon_is_back()
-            and time.monotonic() < self.retryTime
-        ):
+        answered = bool(self._pending) and self._reap()
+        if self.retryTime is not None and not answered and time.monotonic() < self.retryTime:
             sock = self._connect_if_room()
             if sock is None:  # still hung: do not block the caller
                 self._missed_record(record)
@@ -396,6 +398,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         """Release the handler; closing it twice is harmless."""
         self.acquire()
         try:
+            self._reap()
             self._drop_pending()
         finally:
             self.release()

@@ -86,6 +86,8 @@ class LocalDaemon:
     requests: list[bytes]
     #: True once it acknowledged an empty message, which wedges the real daemon.
     wedged: bool
+    #: Clients that hung up before their reply (the daemon logs each one).
+    hangups: int
 
     def __init__(
         self,
@@ -102,6 +104,7 @@ class LocalDaemon:
         self.events = []
         self.requests = []
         self.wedged = False
+        self.hangups = 0
         self._backlog = backlog
         self._on_event = on_event
         self._held: list[tuple[socket.socket, bytes]] = []
@@ -218,11 +221,11 @@ class LocalDaemon:
         else:
             self._send(conn, accepted)
 
-    @staticmethod
-    def _send(conn: socket.socket, reply: bytes) -> None:
+    def _send(self, conn: socket.socket, reply: bytes) -> None:
         try:
             conn.sendall(reply)
         except OSError:
+            self.hangups += 1
             sys.stderr.write("LocalDaemon: the client hung up before its reply\n")
         finally:
             conn.close()
