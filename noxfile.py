@@ -256,3 +256,24 @@ def _check_installed(session: nox.Session, python: Path, tmp: Path) -> None:
         session.error(f"py.typed is not installed in {site_packages / 'globus' / 'cwlogger'}")
     if (site_packages / "globus" / "__init__.py").exists():
         session.error(f"{site_packages / 'globus' / '__init__.py'} was installed")
+
+
+@nox.session
+def faults(session: nox.Session) -> None:
+    """The fault matrix: lost records, slowest call, resume time (not default)."""
+    session.install(".")
+    session.run("python", "benchmarks/faults.py", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """200000 records: rate, memory growth, file descriptors (not default)."""
+    session.install(".")
+    session.run("python", "benchmarks/soak.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks as ratios against baselines of the same run (not default)."""
+    session.install(".")
+    session.run("python", "benchmarks/bench.py", *session.posargs)
