@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import errno
 import json
 import logging
 import logging.handlers
@@ -12,6 +14,7 @@ import socket
 import struct
 import sys
 import time
+import weakref
 from typing import TYPE_CHECKING, Union
 
 from . import protocol
@@ -34,7 +37,10 @@ Fallback: TypeAlias = Union[logging.Handler, str, bool, None]
 
 _WARN_EVERY = 60.0  # seconds between two warnings of the handler's own
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-_MAX_PENDING = 16  # requests left waiting for a late reply, at most
+_MAX_PENDING = 64  # requests left waiting for a late reply, at most
+_SLICE = 0.02  # seconds: the kernel's socket timers may fire 12% late
+_SUMMARY_EVERY = 1.0  # seconds between two summary events, at least
+_OK = b'{"status": "ok"'  # how every acknowledgement starts (json.dumps)
 
 
 def _timeval(seconds: float) -> bytes:
@@ -95,6 +101,21 @@ def _iso(created: float) -> str:
     )
 
 
+def _stand_in(record: logging.LogRecord, error: Exception) -> logging.LogRecord:
+    """A copy of a record that could not be formatted, whose message says
+    what it was and why: sent and kept like any other, never dropped."""
+    try:
+        what = f"{record.msg!r} % {record.args!r}: {type(error).__name__}: {error}"
+    except Exception:  # a repr or str that raises too
+        what = f"{object.__repr__(record.msg)}: {type(error).__name__}"
+    where = f"{record.levelname} {record.name} {record.pathname}:{record.lineno}"
+    stand_in = copy.copy(record)
+    stand_in.msg, stand_in.args = f"{where}: could not format {what}", None
+    if not 0 <= stand_in.created < math.inf:  # also NaN: not a time the daemon takes
+        stand_in.created = time.time()
+    return stand_in
+
+
 class _Refused(Exception):
     """The daemon answered with an error, or hung up without an answer."""
 
@@ -148,13 +169,15 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         # Requests whose reply did not come in time stay open, so that the
         # daemon never sees a client leave before its reply; a late reply is
         # the sign that the daemon is back.
-        self._pending: list[socket.socket] = []
-        self._pending_pid = 0
+        # Each with the number of undelivered records it reports (a summary).
+        self._pending: list[tuple[socket.socket, int]] = []
         # Records not acknowledged since the last one that was.
         self._missed = 0
         self._missed_since = 0.0
         self._missed_until = 0.0
+        self._summary_due = 0.0
         self._warned_at = -math.inf
+        _live.add(self)
 
     @override
     def __repr__(self) -> str:
@@ -182,11 +205,21 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         return sock
 
     def _connect_when_room(self, timeout: float) -> socket.socket:
-        # A blocking connect() waits in the kernel for room, up to SO_SNDTIMEO.
+        # A blocking connect() waits in the kernel for room, up to SO_SNDTIMEO,
+        # taken in short slices so that a late timer cannot stretch the wait.
+        deadline = time.monotonic() + timeout
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout))
-            sock.connect(self.address)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BlockingIOError(errno.EAGAIN, "no room in the listen backlog")  # noqa: TRY301
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(min(left, _SLICE)))
+                try:
+                    sock.connect(self.address)
+                    break
+                except BlockingIOError:
+                    continue
             sock.setblocking(False)
         except BaseException:
             sock.close()
@@ -211,7 +244,9 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         """
         self._deliver(s, time.monotonic() + self.timeout)
 
-    def _deliver(self, request: bytes, deadline: float, sock: socket.socket | None = None) -> None:
+    def _deliver(
+        self, request: bytes, deadline: float, sock: socket.socket | None = None, reports: int = 0
+    ) -> None:
         if sock is None:
             sock = self.makeSocket(deadline - time.monotonic())
         kept = False
@@ -228,7 +263,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             while not reply.endswith(b"\n"):
                 left = deadline - time.monotonic()
                 if left <= 0 or not poller.poll(math.ceil(left * 1000)):
-                    self._hold(sock)  # the daemon has it: never hang up before its reply
+                    self._hold(sock, reports)  # the daemon has it: never hang up before its reply
                     kept = True
                     msg = f"no reply within {self.timeout} s"
                     raise TimeoutError(msg)
@@ -240,9 +275,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         finally:
             if not kept:
                 sock.close()
-        # Every acknowledgement starts so (the daemon writes it with
-        # json.dumps); anything else is decoded in full.
-        if not reply.startswith(b'{"status": "ok"'):
+        if not reply.startswith(_OK):  # anything but an acknowledgement is decoded in full
             answer = protocol.decode_reply(reply)
             if isinstance(answer, protocol.Error):
                 raise _Refused(answer.message)
@@ -256,35 +289,38 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             msg = f"the listener (pid {pid}) runs as uid {uid}, not daemon_uid {self.daemon_uid}"
             raise PermissionError(msg)
 
-    def _hold(self, sock: socket.socket) -> None:
+    def _hold(self, sock: socket.socket, reports: int) -> None:
         if len(self._pending) >= _MAX_PENDING:
-            self._pending.pop(0).close()
-        self._pending.append(sock)
-        self._pending_pid = os.getpid()
+            self._pending.pop(0)[0].close()
+        self._pending.append((sock, reports))
 
     def _reap(self) -> bool:
         """Close the waiting requests whose reply (or hang-up) came; True if
         any did: the daemon answers again.  Never blocks."""
-        if self._pending_pid != os.getpid():  # a forked child: the parent reads them
-            self._drop_pending()
-            return False
         answered = False
-        for sock in list(self._pending):
+        for held in list(self._pending):
+            sock, reports = held
             try:
-                sock.recv(512)
+                if sock.recv(512).startswith(_OK):
+                    self._missed = max(0, self._missed - reports)  # a late summary
             except BlockingIOError:
                 continue
             except OSError:
                 pass
             sock.close()
-            self._pending.remove(sock)
+            self._pending.remove(held)
             answered = True
         return answered
 
     def _drop_pending(self) -> None:
-        for sock in self._pending:
+        for sock, _ in self._pending:
             sock.close()
         self._pending = []
+
+    def _after_fork_in_child(self) -> None:
+        # The child's own counts; the parent reads the replies it waits for.
+        self._drop_pending()
+        self.delivered = self.undelivered = self.truncated = self._missed = 0
 
     def _connect_if_room(self) -> socket.socket | None:
         """During a backoff with no request waiting (the listen backlog was
@@ -302,32 +338,32 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         the fallback and count it.  Never raises."""
         try:
             request = self.makePickle(record)
-        except Exception:
-            self._missed_record(record)
-            self.handleError(record)  # e.g. a format string that does not fit its args
-            return
+        except Exception as error:  # e.g. a format string that does not fit its args
+            self.handleError(record)  # the standard report, if logging.raiseExceptions
+            record = _stand_in(record, error)
+            request, _ = protocol.encode_event(record.msg, int(record.created * 1000))
         sock = None
         answered = bool(self._pending) and self._reap()
         if self.retryTime is not None and not answered and time.monotonic() < self.retryTime:
             sock = self._connect_if_room()
             if sock is None:  # still hung: do not block the caller
-                self._missed_record(record)
-                self._to_fallback(record)
+                self._undelivered(record)
                 return
         deadline = time.monotonic() + self.timeout  # for this whole call
         try:
-            if self._missed:  # first tell the daemon what it missed
-                self._deliver(self._summary(), deadline, sock)
-                self._missed, sock = 0, None
+            if self._missed and time.monotonic() >= self._summary_due:
+                self._send_summary(deadline, sock)
+                sock = None
             self._deliver(request, deadline, sock)
         except Exception as error:  # OSError, TimeoutError, _Refused, ProtocolError
-            self._missed_record(record)
             if isinstance(error, (BlockingIOError, TimeoutError, socket.timeout)):
                 self._back_off()  # hung: stop blocking callers for a while
             else:
                 self.retryTime = None  # it answered, or is absent: cheap to retry
+            if not isinstance(error, (_Refused, protocol.ProtocolError)):
+                self._summary_due = 0.0  # unreachable: the summary goes first on return
             self._warn(f"{type(error).__name__}: {error}")
-            self._to_fallback(record)
+            self._undelivered(record)
         else:
             self.delivered += 1
             self.retryTime = None
@@ -344,12 +380,25 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             self.retryPeriod = min(self.retryPeriod * self.retryFactor, self.retryMax)
         self.retryTime = time.monotonic() + self.retryPeriod
 
-    def _missed_record(self, record: logging.LogRecord) -> None:
+    def _undelivered(self, record: logging.LogRecord) -> None:
         self.undelivered += 1
         if not self._missed:
             self._missed_since = record.created
         self._missed += 1
         self._missed_until = record.created
+        self._to_fallback(record)
+
+    def _send_summary(self, deadline: float, sock: socket.socket | None) -> None:
+        """Tell the daemon how many records it missed, and when: first thing
+        when it is reachable again, else once a second at most (it may be
+        refusing some records).  If it refuses, the record is tried anyway."""
+        self._summary_due = time.monotonic() + _SUMMARY_EVERY
+        count = self._missed
+        try:
+            self._deliver(self._summary(), deadline, sock, reports=count)
+        except _Refused:
+            return
+        self._missed -= count
 
     def _summary(self) -> bytes:
         """The event that tells the daemon how many records it missed, when."""
@@ -372,7 +421,11 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             elif fallback is not None:
                 stream = sys.stderr if fallback == "stderr" else sys.stdout
                 if stream is not None:
-                    stream.write(self.format(record) + "\n")
+                    try:
+                        line = self.format(record)
+                    except Exception:  # a broken formatter: the message at least
+                        line = str(record.msg)
+                    stream.write(line + "\n")
                     stream.flush()
         except Exception:
             pass  # already counted; there is nowhere left to put it
@@ -403,3 +456,14 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         finally:
             self.release()
         super().close()
+
+
+_live: weakref.WeakSet[GlobusSocketHandler] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_live):
+        handler._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
