@@ -273,6 +273,25 @@ class FailureTest(DaemonTestCase):
         self.assertEqual(messages[3], "resumed")
         self.assertEqual(self.daemon.hangups, 0)
 
+    def test_threads_sharing_the_handler_each_wait_for_their_own_reply_only(self) -> None:
+        self.daemon.delay = 0.2  # serves one at a time: the third reply comes at 0.6 s
+        barrier = threading.Barrier(3)
+        took: list[float] = []
+
+        def log_once(n: int) -> None:
+            barrier.wait()
+            took.append(self.timed_log(f"thread {n}"))
+
+        threads = [threading.Thread(target=log_once, args=(n,)) for n in range(3)]
+        with contextlib.redirect_stderr(io.StringIO()):
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        self.assertEqual(len(took), 3)
+        self.assertLess(max(took), self.timeout + 0.1)  # not behind another thread's call
+        self.assertEqual(self.handler.delivered + self.handler.undelivered, 3)
+
     def test_full_backlog_waits_for_room_within_the_timeout(self) -> None:
         address = unique_address()
         with LocalDaemon(address, behaviour="stall", backlog=0) as daemon:

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -60,19 +61,15 @@ def listen(address: str, behaviour: str) -> int:
     def show(event: Event) -> None:
         print(json.dumps({"timestamp": event.timestamp, "message": event.message}), flush=True)
 
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     daemon = LocalDaemon(address, behaviour=behaviour, on_event=show)  # type: ignore[arg-type]  # argparse checked it
     with daemon:
         print(
             f"listening on {protocol.display_address(daemon.address)}", file=sys.stderr, flush=True
         )
-        try:
-            while True:
-                signal.pause()
-        except KeyboardInterrupt:
+        while not stop.wait(0.2):
             pass
     return 0
 

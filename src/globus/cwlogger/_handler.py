@@ -13,6 +13,7 @@ import select
 import socket
 import struct
 import sys
+import threading
 import time
 import weakref
 from typing import TYPE_CHECKING, Union
@@ -116,6 +117,16 @@ def _stand_in(record: logging.LogRecord, error: Exception) -> logging.LogRecord:
     return stand_in
 
 
+def _handle_unlocked(handler: logging.Handler, record: logging.LogRecord) -> bool:
+    """``Handler.handle`` without the handler's lock around ``emit``."""
+    kept: object = handler.filter(record)
+    if isinstance(kept, logging.LogRecord):  # Python 3.12+: a filter may replace it
+        record = kept
+    if kept:
+        handler.emit(record)
+    return bool(kept)
+
+
 class _Refused(Exception):
     """The daemon answered with an error, or hung up without an answer."""
 
@@ -177,6 +188,8 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         self._missed_until = 0.0
         self._summary_due = 0.0
         self._warned_at = -math.inf
+        # Guards the state above, never a round trip (see handle()).
+        self._state = threading.RLock()
         _live.add(self)
 
     @override
@@ -230,9 +243,14 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
     def makePickle(self, record: logging.LogRecord) -> bytes:
         """The request for one record: its formatted text, stamped with the
         time the record was created."""
-        request, cut = protocol.encode_event(self.format(record), int(record.created * 1000))
+        if self.formatter is None and not (record.exc_info or record.exc_text or record.stack_info):
+            text = record.message = record.getMessage()  # what the default formatter gives
+        else:
+            text = self.format(record)
+        request, cut = protocol.encode_event(text, int(record.created * 1000))
         if cut:
-            self.truncated += 1
+            with self._state:
+                self.truncated += 1
         return request
 
     @override
@@ -290,9 +308,10 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             raise PermissionError(msg)
 
     def _hold(self, sock: socket.socket, reports: int) -> None:
-        if len(self._pending) >= _MAX_PENDING:
-            self._pending.pop(0)[0].close()
-        self._pending.append((sock, reports))
+        with self._state:
+            if len(self._pending) >= _MAX_PENDING:
+                self._pending.pop(0)[0].close()
+            self._pending.append((sock, reports))
 
     def _reap(self) -> bool:
         """Close the waiting requests whose reply (or hang-up) came; True if
@@ -319,6 +338,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
 
     def _after_fork_in_child(self) -> None:
         # The child's own counts; the parent reads the replies it waits for.
+        self._state = threading.RLock()
         self._drop_pending()
         self.delivered = self.undelivered = self.truncated = self._missed = 0
 
@@ -333,6 +353,13 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             return None
 
     @override
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Filter and emit the record without holding the handler's lock
+        across the round trip: threads that share the handler each wait for
+        their own reply only, so the timeout bounds every logging call."""
+        return _handle_unlocked(self, record)
+
+    @override
     def emit(self, record: logging.LogRecord) -> None:
         """Send the record; if the daemon does not acknowledge it, hand it to
         the fallback and count it.  Never raises."""
@@ -342,31 +369,37 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             self.handleError(record)  # the standard report, if logging.raiseExceptions
             record = _stand_in(record, error)
             request, _ = protocol.encode_event(record.msg, int(record.created * 1000))
-        sock = None
-        answered = bool(self._pending) and self._reap()
-        if self.retryTime is not None and not answered and time.monotonic() < self.retryTime:
-            sock = self._connect_if_room()
-            if sock is None:  # still hung: do not block the caller
-                self._undelivered(record)
-                return
+        sock = summary = None
+        with self._state:
+            answered = bool(self._pending) and self._reap()
+            if self.retryTime is not None and not answered and time.monotonic() < self.retryTime:
+                sock = self._connect_if_room()
+                if sock is None:  # still hung: do not block the caller
+                    self._undelivered(record)
+                    return
+            if self._missed and time.monotonic() >= self._summary_due:
+                self._summary_due = time.monotonic() + _SUMMARY_EVERY  # this call sends it
+                summary = self._summary()
         deadline = time.monotonic() + self.timeout  # for this whole call
         try:
-            if self._missed and time.monotonic() >= self._summary_due:
-                self._send_summary(deadline, sock)
+            if summary is not None:
+                self._send_summary(*summary, deadline, sock)
                 sock = None
             self._deliver(request, deadline, sock)
         except Exception as error:  # OSError, TimeoutError, _Refused, ProtocolError
-            if isinstance(error, (BlockingIOError, TimeoutError, socket.timeout)):
-                self._back_off()  # hung: stop blocking callers for a while
-            else:
-                self.retryTime = None  # it answered, or is absent: cheap to retry
-            if not isinstance(error, (_Refused, protocol.ProtocolError)):
-                self._summary_due = 0.0  # unreachable: the summary goes first on return
-            self._warn(f"{type(error).__name__}: {error}")
-            self._undelivered(record)
+            with self._state:
+                if isinstance(error, (BlockingIOError, TimeoutError, socket.timeout)):
+                    self._back_off()  # hung: stop blocking callers for a while
+                else:
+                    self.retryTime = None  # it answered, or is absent: cheap to retry
+                if not isinstance(error, (_Refused, protocol.ProtocolError)):
+                    self._summary_due = 0.0  # unreachable: the summary goes first on return
+                self._warn(f"{type(error).__name__}: {error}")
+                self._undelivered(record)
         else:
-            self.delivered += 1
-            self.retryTime = None
+            with self._state:
+                self.delivered += 1
+                self.retryTime = None
 
     def _back_off(self) -> None:
         """After a timeout (a hung daemon), stop blocking callers for a while.
@@ -388,19 +421,20 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         self._missed_until = record.created
         self._to_fallback(record)
 
-    def _send_summary(self, deadline: float, sock: socket.socket | None) -> None:
+    def _send_summary(
+        self, request: bytes, count: int, deadline: float, sock: socket.socket | None
+    ) -> None:
         """Tell the daemon how many records it missed, and when: first thing
         when it is reachable again, else once a second at most (it may be
         refusing some records).  If it refuses, the record is tried anyway."""
-        self._summary_due = time.monotonic() + _SUMMARY_EVERY
-        count = self._missed
         try:
-            self._deliver(self._summary(), deadline, sock, reports=count)
+            self._deliver(request, deadline, sock, reports=count)
         except _Refused:
             return
-        self._missed -= count
+        with self._state:
+            self._missed = max(0, self._missed - count)
 
-    def _summary(self) -> bytes:
+    def _summary(self) -> tuple[bytes, int]:
         """The event that tells the daemon how many records it missed, when."""
         summary = {
             "type": "audit",
@@ -411,7 +445,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             "pid": os.getpid(),
         }
         request, _ = protocol.encode_event(json.dumps(summary), int(time.time() * 1000))
-        return request
+        return request, self._missed
 
     def _to_fallback(self, record: logging.LogRecord) -> None:
         fallback = self.fallback
@@ -449,12 +483,9 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
     @override
     def close(self) -> None:
         """Release the handler; closing it twice is harmless."""
-        self.acquire()
-        try:
+        with self._state:
             self._reap()
             self._drop_pending()
-        finally:
-            self.release()
         super().close()
 
 

@@ -14,7 +14,7 @@ import weakref
 from queue import Queue, SimpleQueue
 from typing import Any
 
-from ._handler import GlobusSocketHandler
+from ._handler import GlobusSocketHandler, _handle_unlocked
 from ._typing import override
 
 __all__ = ["GlobusQueueHandler"]
@@ -54,6 +54,23 @@ class GlobusQueueHandler(logging.handlers.QueueHandler):
         if self._listener is not None:
             self.queue = _new_queue()
             self._start()
+
+    @override
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Filter and queue the record (the queue is thread-safe: no lock)."""
+        return _handle_unlocked(self, record)
+
+    @override
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """Format in the caller's thread (arguments may change later) and
+        queue a copy that holds the text only, as QueueHandler does, but
+        without ``copy.copy``'s cost."""
+        text = self.format(record)
+        prepared: logging.LogRecord = object.__new__(type(record))
+        prepared.__dict__.update(record.__dict__)
+        prepared.message = prepared.msg = text
+        prepared.args = prepared.exc_info = prepared.exc_text = prepared.stack_info = None
+        return prepared
 
     @override
     def close(self) -> None:

@@ -80,6 +80,8 @@ class LocalDaemon:
     address: str
     #: How it treats the next connections; may be changed at any time.
     behaviour: Behaviour
+    #: Seconds it waits before each reply (a slow daemon); may be changed too.
+    delay: float
     #: The events it acknowledged, in order.
     events: list[Event]
     #: Every request it read, as raw bytes, acknowledged or not.
@@ -101,6 +103,7 @@ class LocalDaemon:
             address = "\0globus-cwlogger-standin-" + uuid.uuid4().hex
         self.address = protocol.parse_address(address)
         self.behaviour = behaviour
+        self.delay = 0.0
         self.events = []
         self.requests = []
         self.wedged = False
@@ -202,6 +205,8 @@ class LocalDaemon:
             self._reply(conn, request)
 
     def _reply(self, conn: socket.socket, request: bytes) -> None:
+        if self.delay:
+            time.sleep(self.delay)
         accepted = _accept(request)
         if isinstance(accepted, Event):
             event = accepted
