@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import subprocess
@@ -122,6 +124,15 @@ class QueuedTest(unittest.TestCase):
             self.assertEqual(os.waitstatus_to_exitcode(status), 0)
             messages = sorted(e.message for e in daemon.wait_for(4))
         self.assertEqual(messages, ["child 0", "child 1", "child 2", "parent"])
+
+    def test_unformattable_record_is_not_lost(self) -> None:
+        with LocalDaemon(unique_address()) as daemon:
+            handler = GlobusQueueHandler(host=daemon.address)
+            with contextlib.redirect_stderr(io.StringIO()):
+                handler.handle(logging.makeLogRecord({"msg": "%d", "args": ("x",)}))
+                handler.close()
+            (event,) = daemon.wait_for(1)
+        self.assertIn("could not format '%d' % ('x',)", event.message)
 
     def test_close_twice(self) -> None:
         handler = GlobusQueueHandler(host=unique_address())

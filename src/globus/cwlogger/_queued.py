@@ -1,8 +1,10 @@
 """GlobusQueueHandler: the socket work off the caller's thread.
 
-The standard library's ``QueueHandler`` and ``QueueListener``, wired to a
+A queue and the standard library's ``QueueListener``, wired to a
 :class:`GlobusSocketHandler` and started and stopped with the handler's own
-life, so that nothing is lost at interpreter exit or in a forked child.
+life, so that nothing is lost at interpreter exit or in a forked child.  It
+is not a ``QueueHandler`` subclass: dictConfig on Python 3.12 would demand a
+``handlers`` key for one.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import logging.handlers
 import os
 import weakref
-from queue import Queue, SimpleQueue
+from queue import SimpleQueue
 from typing import Any
 
 from ._handler import GlobusSocketHandler, _handle_unlocked
@@ -22,7 +24,7 @@ __all__ = ["GlobusQueueHandler"]
 _live: weakref.WeakSet[GlobusQueueHandler] = weakref.WeakSet()
 
 
-class GlobusQueueHandler(logging.handlers.QueueHandler):
+class GlobusQueueHandler(logging.Handler):
     """Queue each record and deliver it from a background thread.
 
     Takes the same keywords as :class:`GlobusSocketHandler` (``host``,
@@ -34,11 +36,14 @@ class GlobusQueueHandler(logging.handlers.QueueHandler):
 
     #: The handler that does the sending; its counters tell what happened.
     target: GlobusSocketHandler
+    #: The records on their way to :attr:`target`.
+    queue: SimpleQueue[logging.LogRecord]
 
-    def __init__(self, queue: Queue[Any] | SimpleQueue[Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         # Built first, so logging.shutdown (newest first) closes it after us.
         self.target = GlobusSocketHandler(**kwargs)
-        super().__init__(_new_queue() if queue is None else queue)
+        super().__init__()
+        self.queue = SimpleQueue()
         self._listener: logging.handlers.QueueListener | None = None
         self._start()
         _live.add(self)
@@ -52,7 +57,7 @@ class GlobusQueueHandler(logging.handlers.QueueHandler):
         # may be held by it: a fresh queue and thread (the parent still
         # delivers what it had queued).
         if self._listener is not None:
-            self.queue = _new_queue()
+            self.queue = SimpleQueue()
             self._start()
 
     @override
@@ -61,10 +66,18 @@ class GlobusQueueHandler(logging.handlers.QueueHandler):
         return _handle_unlocked(self, record)
 
     @override
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue the record; never raises."""
+        try:
+            prepared = self.prepare(record)
+        except Exception:  # a format string that does not fit its args, say
+            self.handleError(record)  # the standard report, if logging.raiseExceptions
+            prepared = record  # and the target sends an event saying what failed
+        self.queue.put(prepared)
+
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         """Format in the caller's thread (arguments may change later) and
-        queue a copy that holds the text only, as QueueHandler does, but
-        without ``copy.copy``'s cost."""
+        queue a copy that holds the text only, as ``QueueHandler`` does."""
         text = self.format(record)
         prepared: logging.LogRecord = object.__new__(type(record))
         prepared.__dict__.update(record.__dict__)
@@ -84,10 +97,6 @@ class GlobusQueueHandler(logging.handlers.QueueHandler):
             listener.stop()  # drains the queue
         self.target.close()
         super().close()
-
-
-def _new_queue() -> SimpleQueue[Any]:
-    return SimpleQueue()
 
 
 def _after_fork_in_child() -> None:
