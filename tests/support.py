@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import unittest
 import uuid
 
@@ -13,6 +14,21 @@ from globus.cwlogger.testing import LocalDaemon
 def unique_address() -> str:
     """A fresh abstract address, so tests run in parallel and beside a daemon."""
     return "\0globus-cwlogger-test-" + uuid.uuid4().hex
+
+
+def exchange(address: str, request: bytes) -> bytes:
+    """Send one raw request to a listener and return its raw reply."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(address)
+        sock.sendall(request)
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        return reply
 
 
 class ListHandler(logging.Handler):

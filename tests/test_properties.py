@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import unittest
 from typing import ClassVar
 
@@ -20,7 +19,7 @@ from globus.cwlogger.protocol import (
 )
 from globus.cwlogger.testing import LocalDaemon
 
-from .support import unique_address
+from .support import exchange, unique_address
 
 # Any code point, lone surrogates included.
 any_char = st.characters(exclude_categories=())
@@ -44,19 +43,6 @@ class EncoderProperties(unittest.TestCase):
     def tearDownClass(cls) -> None:
         cls.daemon.stop()
 
-    def exchange(self, request: bytes) -> bytes:
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(10)
-            sock.connect(self.daemon.address)
-            sock.sendall(request)
-            reply = b""
-            while not reply.endswith(b"\n"):
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
-            return reply
-
     def test_one_line_within_the_limit_accepted_and_faithful(self) -> None:
         settings(max_examples=150, deadline=None)(given(messages, timestamps)(self.check))()
 
@@ -79,7 +65,7 @@ class EncoderProperties(unittest.TestCase):
             self.assertEqual(len(head.encode()) + cut, len(repaired.encode()))
         else:
             self.assertEqual(sent, repaired or EMPTY_MESSAGE)
-        self.assertIsInstance(decode_reply(self.exchange(request)), Ok)
+        self.assertIsInstance(decode_reply(exchange(self.daemon.address, request)), Ok)
 
     def test_invalid_timestamps_and_types_raise_the_documented_errors(self) -> None:
         @given(st.one_of(st.floats(), st.text(), st.none(), st.booleans(), st.binary()))

@@ -20,7 +20,7 @@ from globus.cwlogger.protocol import (
 )
 from globus.cwlogger.testing import LocalDaemon
 
-from .support import unique_address
+from .support import exchange, unique_address
 
 
 def message_of(request: bytes) -> str:
@@ -190,28 +190,12 @@ class StandInAcceptsEveryEncodingTest(unittest.TestCase):
             for text in cases:
                 request, _ = encode_event(text, 42)
                 self.assertEqual(
-                    protocol.decode_reply(self.exchange(daemon.address, request)).__class__, Ok
+                    protocol.decode_reply(exchange(daemon.address, request)).__class__, Ok
                 )
             events = daemon.wait_for(len(cases))
         expected = [protocol.fit_message(text)[0] for text in cases]
         self.assertEqual([e.message for e in events], expected)
         self.assertFalse(daemon.wedged)
-
-    @staticmethod
-    def exchange(address: str, request: bytes) -> bytes:
-        import socket
-
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(5)
-            sock.connect(address)
-            sock.sendall(request)
-            reply = b""
-            while not reply.endswith(b"\n"):
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
-            return reply
 
 
 if __name__ == "__main__":
