@@ -179,8 +179,8 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         self.delivered = self.undelivered = self.truncated = 0
         # Requests whose reply did not come in time stay open, so that the
         # daemon never sees a client leave before its reply; a late reply is
-        # the sign that the daemon is back.
-        # Each with the number of undelivered records it reports (a summary).
+        # the sign that the daemon is back.  Each is held with the number of
+        # undelivered records it reports (if it is a summary).
         self._pending: list[tuple[socket.socket, int]] = []
         # Records not acknowledged since the last one that was.
         self._missed = 0
@@ -275,6 +275,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             if sent < len(request):
                 sock.settimeout(max(deadline - time.monotonic(), 1e-6))
                 sock.sendall(memoryview(request)[sent:])  # whole, or closed at once
+                sock.setblocking(False)  # so that a late reply is read without waiting
             reply = b""
             poller = select.poll()
             poller.register(sock, select.POLLIN)
