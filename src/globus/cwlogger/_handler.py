@@ -19,6 +19,7 @@ import weakref
 from typing import TYPE_CHECKING, Union
 
 from . import protocol
+from ._options import check_fallback, check_timeout, check_uid
 from ._typing import override
 
 if TYPE_CHECKING:
@@ -49,51 +50,6 @@ def _timeval(seconds: float) -> bytes:
     whole = int(seconds)
     # At least 1 us: a zero timeval would mean "wait forever".
     return struct.pack("ll", whole, max(1, int((seconds - whole) * 1e6)))
-
-
-def _check_timeout(timeout: object) -> float:
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
-        msg = f"timeout must be a number of seconds, not {type(timeout).__name__}: {timeout!r}"
-        raise TypeError(msg)
-    if not (0 < timeout < math.inf):
-        msg = f"timeout must be a positive, finite number of seconds: {timeout!r}"
-        raise ValueError(msg)
-    return float(timeout)
-
-
-def _check_fallback(fallback: object) -> logging.Handler | str | None:
-    """Resolve ``fallback`` to a handler, ``"stderr"``, ``"stdout"`` or None."""
-    if fallback is None or fallback is False or fallback == "off":
-        return None
-    if isinstance(fallback, logging.Handler):
-        return fallback
-    if isinstance(fallback, str):
-        if fallback in ("stderr", "stdout"):
-            return fallback
-        # A handler that dictConfig built before this one (it builds them in
-        # alphabetical order), or that the application registered by name.
-        handler = logging._handlers.get(fallback)  # type: ignore[attr-defined]
-        if isinstance(handler, logging.Handler):
-            return handler
-        msg = (
-            f"fallback must be 'stderr', 'stdout', 'off', a handler, or the name "
-            f"of a handler configured before this one: {fallback!r}"
-        )
-        raise ValueError(msg)
-    msg = f"fallback must be a str, a handler or None, not {type(fallback).__name__}: {fallback!r}"
-    raise TypeError(msg)
-
-
-def _check_uid(uid: object) -> int | None:
-    if uid is None:
-        return None
-    if not isinstance(uid, int) or isinstance(uid, bool):
-        msg = f"daemon_uid must be an int or None, not {type(uid).__name__}: {uid!r}"
-        raise TypeError(msg)
-    if uid < 0:
-        msg = f"daemon_uid must be non-negative: {uid!r}"
-        raise ValueError(msg)
-    return uid
 
 
 def _iso(created: float) -> str:
@@ -171,9 +127,9 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         if given_port is not None:
             msg = f"port must be None, the daemon listens on a Unix socket: {port!r}"
             raise ValueError(msg)
-        self.timeout = _check_timeout(timeout)
-        self.fallback = _check_fallback(fallback)
-        self.daemon_uid = _check_uid(daemon_uid)
+        self.timeout = check_timeout(timeout)
+        self.fallback = check_fallback(fallback)
+        self.daemon_uid = check_uid(daemon_uid)
         super().__init__(address, None)
         self.address: str = address
         self.delivered = self.undelivered = self.truncated = 0

@@ -11,7 +11,7 @@ enforces the same limits with the same replies.  ``behaviour`` makes it fail
 on purpose: ``"refuse"`` (error replies, as when its queue is full),
 ``"hang"`` (read requests but answer only once the behaviour changes back),
 ``"close"`` (hang up without a reply) or ``"stall"`` (stop accepting, so the
-listen backlog fills).
+listen backlog fills); ``delay`` makes it slow.
 """
 
 from __future__ import annotations

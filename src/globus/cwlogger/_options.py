@@ -1,0 +1,54 @@
+"""Checks of GlobusSocketHandler's options, so that bad configuration is a
+clear error when the handler is built, naming the value."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+__all__ = ["check_fallback", "check_timeout", "check_uid"]
+
+
+def check_timeout(timeout: object) -> float:
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
+        msg = f"timeout must be a number of seconds, not {type(timeout).__name__}: {timeout!r}"
+        raise TypeError(msg)
+    if not (0 < timeout < math.inf):
+        msg = f"timeout must be a positive, finite number of seconds: {timeout!r}"
+        raise ValueError(msg)
+    return float(timeout)
+
+
+def check_fallback(fallback: object) -> logging.Handler | str | None:
+    """Resolve ``fallback`` to a handler, ``"stderr"``, ``"stdout"`` or None."""
+    if fallback is None or fallback is False or fallback == "off":
+        return None
+    if isinstance(fallback, logging.Handler):
+        return fallback
+    if isinstance(fallback, str):
+        if fallback in ("stderr", "stdout"):
+            return fallback
+        # A handler that dictConfig built before this one (it builds them in
+        # alphabetical order), or that the application registered by name.
+        handler = logging._handlers.get(fallback)  # type: ignore[attr-defined]
+        if isinstance(handler, logging.Handler):
+            return handler
+        msg = (
+            f"fallback must be 'stderr', 'stdout', 'off', a handler, or the name "
+            f"of a handler configured before this one: {fallback!r}"
+        )
+        raise ValueError(msg)
+    msg = f"fallback must be a str, a handler or None, not {type(fallback).__name__}: {fallback!r}"
+    raise TypeError(msg)
+
+
+def check_uid(uid: object) -> int | None:
+    if uid is None:
+        return None
+    if not isinstance(uid, int) or isinstance(uid, bool):
+        msg = f"daemon_uid must be an int or None, not {type(uid).__name__}: {uid!r}"
+        raise TypeError(msg)
+    if uid < 0:
+        msg = f"daemon_uid must be non-negative: {uid!r}"
+        raise ValueError(msg)
+    return uid
