@@ -505,3 +505,25 @@ class ListenerCredentialsTest(DaemonTestCase):
             GlobusSocketHandler(daemon_uid=-1)
         with self.assertRaisesRegex(TypeError, "'0'"):
             GlobusSocketHandler(daemon_uid="0")  # type: ignore[arg-type]
+
+
+class CloseTest(DaemonTestCase):
+    timeout = 0.3
+
+    def test_close_waits_a_timeout_for_late_replies_then_lets_go(self) -> None:
+        self.daemon.behaviour = "hang"
+        with contextlib.redirect_stderr(io.StringIO()):
+            self.log.info("late")
+        threading.Timer(0.1, setattr, (self.daemon, "behaviour", "ok")).start()
+        self.handler.close()  # the reply comes 0.1 s later: read, not abandoned
+        self.assertEqual(self.handler._pending, [])
+        self.assertEqual(self.daemon.hangups, 0)
+
+    def test_close_gives_up_on_a_daemon_that_stays_hung(self) -> None:
+        self.daemon.behaviour = "hang"
+        with contextlib.redirect_stderr(io.StringIO()):
+            self.log.info("never answered")
+        start = time.monotonic()
+        self.handler.close()
+        self.assertLess(time.monotonic() - start, self.timeout + 0.2)
+        self.assertEqual(self.handler._pending, [])

@@ -439,9 +439,21 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
 
     @override
     def close(self) -> None:
-        """Release the handler; closing it twice is harmless."""
+        """Release the handler; closing it twice is harmless.
+
+        Requests still waiting for a late reply get one more timeout to
+        receive it (the daemon never sees a client leave before its reply
+        unless it stays hung that long).
+        """
+        deadline = time.monotonic() + self.timeout
         with self._state:
             self._reap()
+            while self._pending and (left := deadline - time.monotonic()) > 0:
+                poller = select.poll()
+                for sock, _ in self._pending:
+                    poller.register(sock, select.POLLIN)
+                poller.poll(math.ceil(left * 1000))
+                self._reap()
             self._drop_pending()
         super().close()
 
