@@ -143,6 +143,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         self._missed_since = 0.0
         self._missed_until = 0.0
         self._summary_due = 0.0
+        self._summary_busy = False  # a thread is sending one
         self._warned_at = -math.inf
         # Guards the state above, never a round trip (see handle()).
         self._state = threading.RLock()
@@ -298,6 +299,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         self._state = threading.RLock()
         self._drop_pending()
         self.delivered = self.undelivered = self.truncated = self._missed = 0
+        self._summary_busy = False
 
     def _connect_if_room(self) -> socket.socket | None:
         """During a backoff with no request waiting (the listen backlog was
@@ -334,8 +336,9 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
                 if sock is None:  # still hung: do not block the caller
                     self._undelivered(record)
                     return
-            if self._missed and time.monotonic() >= self._summary_due:
-                self._summary_due = time.monotonic() + _SUMMARY_EVERY  # this call sends it
+            if self._missed and self._summary_wanted():
+                self._summary_due = time.monotonic() + _SUMMARY_EVERY
+                self._summary_busy = True  # this call sends it, no other
                 summary = self._summary()
         deadline = time.monotonic() + self.timeout  # for this whole call
         try:
@@ -388,8 +391,20 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             self._deliver(request, deadline, sock, reports=count)
         except _Refused:
             return
-        with self._state:
-            self._missed = max(0, self._missed - count)
+        else:
+            with self._state:
+                self._missed = max(0, self._missed - count)
+        finally:
+            self._summary_busy = False
+
+    def _summary_wanted(self) -> bool:
+        # Not while another is on its way, nor while one waits for a late
+        # reply: the counts would overlap.
+        return (
+            not self._summary_busy
+            and time.monotonic() >= self._summary_due
+            and not any(reports for _, reports in self._pending)
+        )
 
     def _summary(self) -> tuple[bytes, int]:
         """The event that tells the daemon how many records it missed, when."""
