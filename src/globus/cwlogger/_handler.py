@@ -329,17 +329,11 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             record = _stand_in(record, error)
             request, _ = protocol.encode_event(record.msg, int(record.created * 1000))
         sock = summary = None
-        with self._state:
-            answered = bool(self._pending) and self._reap()
-            if self.retryTime is not None and not answered and time.monotonic() < self.retryTime:
-                sock = self._connect_if_room()
-                if sock is None:  # still hung: do not block the caller
-                    self._undelivered(record)
-                    return
-            if self._missed and self._summary_wanted():
-                self._summary_due = time.monotonic() + _SUMMARY_EVERY
-                self._summary_busy = True  # this call sends it, no other
-                summary = self._summary()
+        # Unlocked reads are enough to see that nothing is amiss (the usual case).
+        if self._pending or self._missed or self.retryTime is not None:
+            sock, summary, done = self._before_sending(record)
+            if done:
+                return
         deadline = time.monotonic() + self.timeout  # for this whole call
         try:
             if summary is not None:
@@ -360,6 +354,26 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             with self._state:
                 self.delivered += 1
                 self.retryTime = None
+
+    def _before_sending(
+        self, record: logging.LogRecord
+    ) -> tuple[socket.socket | None, tuple[bytes, int] | None, bool]:
+        """Read late replies, honour a backoff, decide on a summary: the
+        connection to use (None: a new one), the summary to send first, and
+        whether the record is already dealt with (sent to the fallback)."""
+        sock = summary = None
+        with self._state:
+            answered = bool(self._pending) and self._reap()
+            if self.retryTime is not None and not answered and time.monotonic() < self.retryTime:
+                sock = self._connect_if_room()
+                if sock is None:  # still hung: do not block the caller
+                    self._undelivered(record)
+                    return None, None, True
+            if self._missed and self._summary_wanted():
+                self._summary_due = time.monotonic() + _SUMMARY_EVERY
+                self._summary_busy = True  # this call sends it, no other
+                summary = self._summary()
+        return sock, summary, False
 
     def _back_off(self) -> None:
         """After a timeout (a hung daemon), stop blocking callers for a while.
