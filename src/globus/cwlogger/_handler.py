@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Protocol, Union
 
 from . import protocol
 from ._options import check_fallback, check_timeout, check_uid
@@ -46,16 +46,16 @@ _OK = b'{"status": "ok"'  # how every acknowledgement starts (json.dumps)
 
 
 def _timeval(seconds: float) -> bytes:
-    """Pack ``seconds`` as the ``struct timeval`` of SO_SNDTIMEO/SO_RCVTIMEO."""
+    """Pack ``seconds`` as the ``struct timeval`` of SO_SNDTIMEO."""
     whole = int(seconds)
     # At least 1 us: a zero timeval would mean "wait forever".
     return struct.pack("ll", whole, max(1, int((seconds - whole) * 1e6)))
 
 
 def _iso(created: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + (
-        f".{int(created * 1000) % 1000:03d}Z"
-    )
+    """``created`` (seconds since the epoch) as ``2026-11-25T19:58:19.123Z``."""
+    ms = int(created * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
 def _stand_in(record: logging.LogRecord, error: Exception) -> logging.LogRecord:
@@ -487,7 +487,12 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         super().close()
 
 
-_live: weakref.WeakSet[GlobusSocketHandler] = weakref.WeakSet()
+class _ForkAware(Protocol):
+    def _after_fork_in_child(self) -> None: ...
+
+
+# Every live handler of this package, told when the process forked.
+_live: weakref.WeakSet[_ForkAware] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:

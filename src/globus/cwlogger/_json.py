@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from collections.abc import Mapping
 from typing import Literal
 
+from ._handler import _iso
 from ._typing import override
 
 __all__ = ["JSONFormatter"]
@@ -85,9 +85,7 @@ class JSONFormatter(logging.Formatter):
     @override
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         """Return when the record was created, e.g. ``2026-11-25T19:58:19.123Z``."""
-        ms = int(record.created * 1000)
-        seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000))
-        return f"{seconds}.{ms % 1000:03d}Z"
+        return _iso(record.created)
 
     @override
     def format(self, record: logging.LogRecord) -> str:

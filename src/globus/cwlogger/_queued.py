@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
-import os
-import weakref
 from queue import SimpleQueue
 from typing import Any
 
-from ._handler import GlobusSocketHandler, _handle_unlocked
+from ._handler import GlobusSocketHandler, _handle_unlocked, _live
 from ._typing import override
 
 __all__ = ["GlobusQueueHandler"]
-
-_live: weakref.WeakSet[GlobusQueueHandler] = weakref.WeakSet()
 
 
 class GlobusQueueHandler(logging.Handler):
@@ -52,7 +48,7 @@ class GlobusQueueHandler(logging.Handler):
         self._listener = logging.handlers.QueueListener(self.queue, self.target)
         self._listener.start()
 
-    def _restart_in_child(self) -> None:
+    def _after_fork_in_child(self) -> None:
         # The listener thread did not survive the fork, and the queue's locks
         # may be held by it: a fresh queue and thread (the parent still
         # delivers what it had queued).
@@ -97,11 +93,3 @@ class GlobusQueueHandler(logging.Handler):
             listener.stop()  # drains the queue
         self.target.close()
         super().close()
-
-
-def _after_fork_in_child() -> None:
-    for handler in list(_live):
-        handler._restart_in_child()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
