@@ -166,9 +166,9 @@ def _request(message: str) -> bytes:
     return json.dumps(event).encode() + b"\n"
 
 
-def _logger(handler: logging.Handler) -> logging.Logger:
+def _logger(handler: logging.Handler, name: str = "globus.cwlogger.bench") -> logging.Logger:
     """A logger with ``handler`` as its only handler (default formatter)."""
-    logger = logging.getLogger("globus.cwlogger.bench")
+    logger = logging.getLogger(name)
     for old in list(logger.handlers):
         logger.removeHandler(old)
     logger.addHandler(handler)
@@ -197,6 +197,24 @@ def _floor(address: str, request: bytes, records: int) -> float:
         sock.recv(512)
         sock.close()
     return time.perf_counter() - start
+
+
+class BareHandler(logging.Handler):
+    """The least a handler that reads its reply within the logging call can
+    do: the bare loop's body, with the request encoded in advance (no
+    formatting, no timeout, no error handling).  Through ``logger.info`` it
+    measures what ``logging`` itself adds to the floor on this machine."""
+
+    def __init__(self, address: str, request: bytes) -> None:
+        super().__init__()
+        self.address, self.request = address, request
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(self.address)
+        sock.sendall(self.request)
+        sock.recv(512)
+        sock.close()
 
 
 def _floor_timeout(address: str, request: bytes, records: int) -> float:
@@ -285,13 +303,16 @@ def _handler(address: str) -> GlobusSocketHandler:
 
 
 def bench_sync(listener: Listener, rounds: int) -> list[Figure]:
-    """logger.info through the handler vs the protocol floor."""
+    """logger.info through the handler vs the protocol floor, and vs a bare
+    handler (what logging itself costs here)."""
     address, request, n = listener.address, _request(TYPICAL), RECORDS
     handler = _handler(address)
     logger = _logger(handler)
+    bare = _logger(BareHandler(address, request), "globus.cwlogger.bench.bare")
     try:
         _floor(address, request, 200)  # warm-up
         _log(logger, 200)
+        _log(bare, 200)
         shortfalls = len(listener.shortfalls)
         results = _interleave(
             listener,
@@ -301,6 +322,7 @@ def bench_sync(listener: Listener, rounds: int) -> list[Figure]:
             {
                 "floor": lambda k: _floor(address, request, k),
                 "handler": lambda k: _log(logger, k),
+                "bare handler": lambda k: _log(bare, k),
                 "floor + settimeout": lambda k: _floor_timeout(address, request, k),
             },
         )
@@ -309,6 +331,7 @@ def bench_sync(listener: Listener, rounds: int) -> list[Figure]:
         handler.close()
     us = {name: [v * 1e6 for v in values] for name, values in results.items()}
     ratios = _ratios(us["handler"], us["floor"])
+    extra: dict[str, object] = {"records_per_round": n}
     emit = Figure(
         "sync emit vs protocol floor",
         "us",
@@ -320,7 +343,28 @@ def bench_sync(listener: Listener, rounds: int) -> list[Figure]:
         "<= 1.15",
         statistics.median(ratios) <= 1.15 and not lost,
         ["records were lost"] if lost else [],
-        {"records_per_round": n},
+        extra,
+    )
+    logging_cost = Figure(
+        "bare handler vs protocol floor",
+        "us",
+        "bare loop",
+        "bare handler",
+        us["floor"],
+        us["bare handler"],
+        _ratios(us["bare handler"], us["floor"]),
+        notes=["logger.info through BareHandler: the bare loop's body as emit()"],
+        extra=extra,
+    )
+    own_cost = Figure(
+        "sync emit vs bare handler",
+        "us",
+        "bare handler",
+        "logger.info",
+        us["bare handler"],
+        us["handler"],
+        _ratios(us["handler"], us["bare handler"]),
+        extra=extra,
     )
     timeout = Figure(
         "bare loop + settimeout(1.0)",
@@ -330,9 +374,9 @@ def bench_sync(listener: Listener, rounds: int) -> list[Figure]:
         us["floor"],
         us["floor + settimeout"],
         _ratios(us["floor + settimeout"], us["floor"]),
-        extra={"records_per_round": n},
+        extra=extra,
     )
-    return [emit, timeout]
+    return [emit, logging_cost, own_cost, timeout]
 
 
 def bench_burst(listener: Listener, rounds: int) -> list[Figure]:
