@@ -277,3 +277,10 @@ def bench(session: nox.Session) -> None:
     """Benchmarks as ratios against baselines of the same run (not default)."""
     session.install(".")
     session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
+@nox.session
+def alternatives(session: nox.Session) -> None:
+    """The other clients of the daemon in one run: delivered, lost, time (not default)."""
+    session.install(".")
+    session.run("python", "benchmarks/alternatives.py", *session.posargs)
