@@ -14,10 +14,11 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from typing import TYPE_CHECKING
 
 from ._handler import DEFAULT_TIMEOUT, ENV_ADDRESS, Fallback, GlobusSocketHandler
 from .protocol import DEFAULT_ADDRESS
+
+TYPE_CHECKING = False  # without importing typing: see _typing.py
 
 __all__ = [
     "DEFAULT_ADDRESS",

@@ -16,13 +16,15 @@ import sys
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Protocol, Union
 
 from . import protocol
 from ._options import check_fallback, check_timeout, check_uid
 from ._typing import override
 
+TYPE_CHECKING = False  # without importing typing: see _typing.py
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from typing_extensions import TypeAlias
 
 __all__ = ["DEFAULT_TIMEOUT", "ENV_ADDRESS", "Fallback", "GlobusSocketHandler"]
@@ -35,7 +37,12 @@ ENV_ADDRESS = "GLOBUS_CWLOGGER_ADDRESS"
 
 #: Where undelivered records go: ``"stderr"``, ``"stdout"``, ``"off"`` (or
 #: ``None`` or ``False``), a handler, or the name of a configured handler.
-Fallback: TypeAlias = Union[logging.Handler, str, bool, None]
+if TYPE_CHECKING or sys.version_info < (3, 10):
+    from typing import Union
+
+    Fallback: TypeAlias = Union[logging.Handler, str, bool, None]
+else:  # the same alias, without importing typing
+    Fallback = logging.Handler | str | bool | None
 
 _WARN_EVERY = 60.0  # seconds between two warnings of the handler's own
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -487,8 +494,10 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         super().close()
 
 
-class _ForkAware(Protocol):
-    def _after_fork_in_child(self) -> None: ...
+if TYPE_CHECKING:
+
+    class _ForkAware(Protocol):
+        def _after_fork_in_child(self) -> None: ...
 
 
 # Every live handler of this package, told when the process forked.

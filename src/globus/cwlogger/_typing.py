@@ -1,9 +1,12 @@
 """``override`` for type checkers, free at run time: importing
-typing_extensions costs more than importing the rest of this package."""
+typing_extensions costs more than importing the rest of this package, and
+so does typing itself.  Each module of the package therefore spells
+``TYPE_CHECKING = False`` (which type checkers read as True, PEP 781)
+instead of importing it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False
 
 __all__ = ["override"]
 

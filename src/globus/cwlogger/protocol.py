@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections import namedtuple
 from json.encoder import encode_basestring
-from typing import TYPE_CHECKING, NamedTuple, Union
 
+TYPE_CHECKING = False  # without importing typing: see _typing.py
 if TYPE_CHECKING:
+    from typing import NamedTuple
+
     from typing_extensions import TypeAlias
 
 __all__ = [
@@ -118,20 +122,29 @@ class ProtocolError(ValueError):
     """The daemon's reply is not one the protocol allows."""
 
 
-class Ok(NamedTuple):
-    """The daemon acknowledged the event; ``health`` describes its queue."""
+if TYPE_CHECKING:
 
-    queue_length: int
-    queue_percent_full: float
+    class Ok(NamedTuple):
+        """The daemon acknowledged the event; ``health`` describes its queue."""
 
+        queue_length: int
+        queue_percent_full: float
 
-class Error(NamedTuple):
-    """The daemon refused the event; ``message`` is its exception's repr."""
+    class Error(NamedTuple):
+        """The daemon refused the event; ``message`` is its exception's repr."""
 
-    message: str
+        message: str
 
+else:  # the same tuples, without importing typing
+    Ok = namedtuple("Ok", ["queue_length", "queue_percent_full"])
+    Error = namedtuple("Error", ["message"])
 
-Reply: TypeAlias = Union[Ok, Error]
+if TYPE_CHECKING or sys.version_info < (3, 10):
+    from typing import Union
+
+    Reply: TypeAlias = Union[Ok, Error]
+else:  # the same alias, without importing typing
+    Reply = Ok | Error
 
 
 def decode_reply(line: bytes) -> Reply:
