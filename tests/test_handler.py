@@ -519,6 +519,30 @@ class CloseTest(DaemonTestCase):
         self.assertEqual(self.handler._pending, [])
         self.assertEqual(self.daemon.hangups, 0)
 
+    def test_close_tells_the_daemon_what_it_missed(self) -> None:
+        self.daemon.stop()
+        with contextlib.redirect_stderr(io.StringIO()):
+            self.log.info("lost 0")
+            self.log.info("lost 1")
+        with LocalDaemon(self.daemon.address) as daemon:
+            self.handler.close()  # no record follows: the summary goes now
+            events = daemon.wait_for(1)
+            self.handler.close()  # nothing more to say
+            time.sleep(0.05)
+            self.assertEqual(len(daemon.events), 1)
+        self.assertEqual(summary_of(events[0].message)["undelivered"], 2)
+        self.assertEqual(self.handler._missed, 0)
+
+    def test_close_sends_no_summary_to_a_daemon_it_backs_off_from(self) -> None:
+        self.daemon.behaviour = "hang"
+        with contextlib.redirect_stderr(io.StringIO()):
+            self.log.info("never answered")
+        self.handler.close()  # waits for the late reply, in vain
+        self.assertEqual(self.handler._pending, [])
+        self.daemon.behaviour = "ok"
+        self.handler.close()  # still backing off: no summary, no wait
+        self.assertEqual(self.daemon.events, [])
+
     def test_close_gives_up_on_a_daemon_that_stays_hung(self) -> None:
         self.daemon.behaviour = "hang"
         with contextlib.redirect_stderr(io.StringIO()):

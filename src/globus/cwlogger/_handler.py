@@ -479,18 +479,34 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
 
         Requests still waiting for a late reply get one more timeout to
         receive it (the daemon never sees a client leave before its reply
-        unless it stays hung that long).
+        unless it stays hung that long).  Otherwise, if records went to the
+        fallback since the last summary, the daemon gets one now, within the
+        timeout, unless the handler is backing off from a hung daemon.
         """
         deadline = time.monotonic() + self.timeout
+        summary = None
         with self._state:
-            self._reap()
-            while self._pending and (left := deadline - time.monotonic()) > 0:
-                poller = select.poll()
-                for sock, _ in self._pending:
-                    poller.register(sock, select.POLLIN)
-                poller.poll(math.ceil(left * 1000))
-                self._reap()
-            self._drop_pending()
+            answered = self._reap()
+            if self._pending:
+                while self._pending and (left := deadline - time.monotonic()) > 0:
+                    poller = select.poll()
+                    for sock, _ in self._pending:
+                        poller.register(sock, select.POLLIN)
+                    poller.poll(math.ceil(left * 1000))
+                    self._reap()
+                self._drop_pending()
+            elif self._missed and not self._summary_busy:
+                hung = self.retryTime is not None and time.monotonic() < self.retryTime
+                if answered or not hung:
+                    self._summary_busy = True
+                    summary = self._summary()
+        if summary is not None:
+            try:  # noqa: SIM105  # contextlib costs an import
+                self._send_summary(*summary, deadline, None)
+            except Exception:  # the records are in the fallback already
+                pass
+            with self._state:
+                self._drop_pending()  # a summary left unanswered is not waited for
         super().close()
 
 
