@@ -258,29 +258,31 @@ def _check_installed(session: nox.Session, python: Path, tmp: Path) -> None:
         session.error(f"{site_packages / 'globus' / '__init__.py'} was installed")
 
 
+def _benchmark(session: nox.Session, script: str) -> None:
+    """Run a script of benchmarks/ against the installed package."""
+    session.install(".")
+    session.run("python", f"benchmarks/{script}", *session.posargs)
+
+
 @nox.session
 def faults(session: nox.Session) -> None:
     """The fault matrix: lost records, slowest call, resume time (not default)."""
-    session.install(".")
-    session.run("python", "benchmarks/faults.py", *session.posargs)
+    _benchmark(session, "faults.py")
 
 
 @nox.session
 def soak(session: nox.Session) -> None:
     """200000 records: rate, memory growth, file descriptors (not default)."""
-    session.install(".")
-    session.run("python", "benchmarks/soak.py", *session.posargs)
+    _benchmark(session, "soak.py")
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks as ratios against baselines of the same run (not default)."""
-    session.install(".")
-    session.run("python", "benchmarks/bench.py", *session.posargs)
+    _benchmark(session, "bench.py")
 
 
 @nox.session
 def alternatives(session: nox.Session) -> None:
     """The other clients of the daemon in one run: delivered, lost, time (not default)."""
-    session.install(".")
-    session.run("python", "benchmarks/alternatives.py", *session.posargs)
+    _benchmark(session, "alternatives.py")

@@ -45,6 +45,7 @@ from bench import (
     _in_threads,
     _log,
     _logger,
+    columns,
 )
 
 from globus.cwlogger import GlobusQueueHandler, GlobusSocketHandler
@@ -185,10 +186,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"[{min(values['us_per_record']):.1f}-{max(values['us_per_record']):.1f}]",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    sys.stdout.write("\n".join(lines) + f"\n{BURST} records per burst, {args.rounds} rounds\n")
+    sys.stdout.write(
+        "\n".join(columns(rows)) + f"\n{BURST} records per burst, {args.rounds} rounds\n"
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"burst": BURST, "rounds": args.rounds, "results": results}))
     sys.stdout.write(f"results: {args.json}\n")

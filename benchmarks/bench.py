@@ -776,6 +776,14 @@ def _cell(values: Sequence[float], unit: str) -> str:
     return _fmt(statistics.median(values), unit)
 
 
+def columns(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of cells as aligned lines, the first a header underlined."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
 def table(figures: Sequence[Figure]) -> str:
     """The figures as a terminal table: medians, ratio median [min-max]."""
     rows = [("figure", "baseline", "ours", "ratio median [min-max]", "target", "result")]
@@ -795,9 +803,7 @@ def table(figures: Sequence[Figure]) -> str:
                 result,
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = columns(rows)
     for f in figures:
         lines.extend(f"  {f.name}: {note}" for note in f.notes)
     return "\n".join(lines)

@@ -371,16 +371,17 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         sock = summary = None
         with self._state:
             answered = bool(self._pending) and self._reap()
-            if self.retryTime is not None and not answered and time.monotonic() < self.retryTime:
+            if not answered and self._backing_off():
                 sock = self._connect_if_room()
                 if sock is None:  # still hung: do not block the caller
                     self._undelivered(record)
                     return None, None, True
             if self._missed and self._summary_wanted():
-                self._summary_due = time.monotonic() + _SUMMARY_EVERY
-                self._summary_busy = True  # this call sends it, no other
                 summary = self._summary()
         return sock, summary, False
+
+    def _backing_off(self) -> bool:
+        return self.retryTime is not None and time.monotonic() < self.retryTime
 
     def _back_off(self) -> None:
         """After a timeout (a hung daemon), stop blocking callers for a while.
@@ -428,7 +429,10 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         )
 
     def _summary(self) -> tuple[bytes, int]:
-        """The event that tells the daemon how many records it missed, when."""
+        """The event that tells the daemon how many records it missed, when;
+        the caller sends it (no other thread sends one meanwhile)."""
+        self._summary_due = time.monotonic() + _SUMMARY_EVERY
+        self._summary_busy = True
         summary = {
             "type": "audit",
             "subtype": "cwlogger.undelivered",
@@ -487,26 +491,22 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         summary = None
         with self._state:
             answered = self._reap()
-            if self._pending:
+            if self._pending:  # they get the timeout, and no summary follows them
                 while self._pending and (left := deadline - time.monotonic()) > 0:
                     poller = select.poll()
                     for sock, _ in self._pending:
                         poller.register(sock, select.POLLIN)
                     poller.poll(math.ceil(left * 1000))
                     self._reap()
-                self._drop_pending()
-            elif self._missed and not self._summary_busy:
-                hung = self.retryTime is not None and time.monotonic() < self.retryTime
-                if answered or not hung:
-                    self._summary_busy = True
-                    summary = self._summary()
+            elif self._missed and not self._summary_busy and (answered or not self._backing_off()):
+                summary = self._summary()
         if summary is not None:
             try:  # noqa: SIM105  # contextlib costs an import
                 self._send_summary(*summary, deadline, None)
             except Exception:  # the records are in the fallback already
                 pass
-            with self._state:
-                self._drop_pending()  # a summary left unanswered is not waited for
+        with self._state:
+            self._drop_pending()  # what is still unanswered is not waited for
         super().close()
 
 
