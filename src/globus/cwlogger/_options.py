@@ -4,17 +4,19 @@ clear error when the handler is built, naming the value."""
 from __future__ import annotations
 
 import logging
-import math
 
-__all__ = ["check_fallback", "check_timeout", "check_uid"]
+__all__ = ["MAX_TIMEOUT", "check_fallback", "check_timeout", "check_uid"]
+
+#: The longest timeout, in seconds: what poll(2) can wait (INT_MAX ms).
+MAX_TIMEOUT = 2_147_483.647
 
 
 def check_timeout(timeout: object) -> float:
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
         msg = f"timeout must be a number of seconds, not {type(timeout).__name__}: {timeout!r}"
         raise TypeError(msg)
-    if not (0 < timeout < math.inf):
-        msg = f"timeout must be a positive, finite number of seconds: {timeout!r}"
+    if not (0 < timeout <= MAX_TIMEOUT):
+        msg = f"timeout must be a positive number of seconds, at most {MAX_TIMEOUT}: {timeout!r}"
         raise ValueError(msg)
     return float(timeout)
 

@@ -36,6 +36,8 @@ __all__ = [
     "encode_event",
     "fit_message",
     "parse_address",
+    "restamp",
+    "stamp",
 ]
 
 #: Where the daemon listens: a Linux abstract socket name.
@@ -51,6 +53,13 @@ EMPTY_MESSAGE = "(empty log message)"
 # A message of at most this many characters is within the limit whatever it
 # holds (a character is at most 4 UTF-8 bytes), so it needs no measuring.
 _SAFE_CHARS = MAX_MESSAGE_BYTES // 4
+
+#: CloudWatch Logs discards, without a word, events more than 14 days old or
+#: more than 2 hours ahead of its clock; the daemon does not check.  A margin
+#: inside each bound leaves room for the daemon's own delay (it may hold
+#: events while CloudWatch is unreachable) and for clock skew.
+MAX_AGE = 14 * 86400 - 3600  # seconds: 14 days, less one hour
+MAX_AHEAD = 2 * 3600 - 600  # seconds: 2 hours, less ten minutes
 
 # The size of sockaddr_un.sun_path: the longest path, or NUL and name.
 _MAX_ADDRESS_BYTES = 108
@@ -111,6 +120,29 @@ def encode_event(message: str, timestamp: int) -> tuple[bytes, int]:
     except UnicodeEncodeError:  # lone surrogates: rare, so repaired lazily
         message, cut = fit_message(message)
         return _request(message, timestamp), cut
+
+
+def stamp(created: object, now: float) -> tuple[int, bool]:
+    """The ``timestamp`` of an event created at ``created`` (seconds since
+    the epoch), and whether it was restamped: ``now`` replaces any value
+    CloudWatch would discard (see :data:`MAX_AGE`), NaN, infinities, and
+    anything that is not a number.  Never raises."""
+    try:
+        if now - MAX_AGE < created < now + MAX_AHEAD:  # type: ignore[operator]  # False for NaN
+            return int(created * 1000), False  # type: ignore[operator]
+    except Exception:  # not a number: a str, None, a broken __lt__
+        pass
+    return int(now * 1000), True
+
+
+def restamp(request: bytes, now: float) -> tuple[bytes, bool]:
+    """``request`` (made by :func:`encode_event`) stamped with ``now`` if
+    CloudWatch would discard its timestamp, and whether it was."""
+    head, _, tail = request.rpartition(b', "timestamp": ')  # the last: JSON escapes a quote
+    timestamp, restamped = stamp(int(tail[:-2]) / 1000, now)
+    if not restamped:
+        return request, False
+    return b"%s, \"timestamp\": %d}\n" % (head, timestamp), True
 
 
 def _request(message: str, timestamp: int) -> bytes:

@@ -90,6 +90,9 @@ class LocalDaemon:
     wedged: bool
     #: Clients that hung up before their reply (the daemon logs each one).
     hangups: int
+    #: The ``queue_percent_full`` each acknowledgement reports; None: the
+    #: share of the real daemon's 100000-event queue that ``events`` fill.
+    queue_percent_full: float | None
 
     def __init__(
         self,
@@ -108,6 +111,7 @@ class LocalDaemon:
         self.requests = []
         self.wedged = False
         self.hangups = 0
+        self.queue_percent_full = None
         self._backlog = backlog
         self._on_event = on_event
         self._held: list[tuple[socket.socket, bytes]] = []
@@ -156,11 +160,15 @@ class LocalDaemon:
     ) -> None:
         self.stop()
 
-    def wait_for(self, count: int, timeout: float = 5.0) -> list[Event]:
-        """Wait until ``count`` events arrived (or ``timeout`` seconds
-        passed) and return the events received so far."""
+    def wait_for(self, count: int, timeout: float = 5.0, *, strict: bool = False) -> list[Event]:
+        """Wait until ``count`` events were acknowledged (their reply written),
+        or ``timeout`` seconds passed, and return the events received so far;
+        with ``strict``, fewer than ``count`` raise TimeoutError instead."""
         with self._changed:
-            self._changed.wait_for(lambda: len(self.events) >= count, timeout)
+            arrived = self._changed.wait_for(lambda: len(self.events) >= count, timeout)
+            if strict and not arrived:
+                msg = f"{len(self.events)} of {count} events arrived within {timeout} s"
+                raise TimeoutError(msg)
             return list(self.events)
 
     def _serve(self) -> None:
@@ -213,15 +221,18 @@ class LocalDaemon:
             if not event.message:
                 self.wedged = True
                 sys.stderr.write("LocalDaemon: acknowledged an empty message (wedges the daemon)\n")
+            length = len(self.events) + 1
+            full = self.queue_percent_full
+            full = 100 * length / _QUEUE_SIZE if full is None else full
+            health = {"queue_length": length, "queue_percent_full": full}
+            self._send(conn, json.dumps({"status": "ok", "health": health}).encode() + b"\n")
+            # Only now: a test woken by wait_for() may expect the reply read.
             with self._changed:
                 self.events.append(event)
                 self._changed.notify_all()
             if self._on_event is not None:
                 self._on_event(event)
-            length = len(self.events)
-            health = {"queue_length": length, "queue_percent_full": 100 * length / _QUEUE_SIZE}
-            accepted = json.dumps({"status": "ok", "health": health}).encode() + b"\n"
-        if accepted is None:
+        elif accepted is None:
             conn.close()
         else:
             self._send(conn, accepted)
