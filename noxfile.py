@@ -27,6 +27,9 @@ PYRIGHT = "pyright==1.1.414"
 # A new ruff release can add rules to the selected families; upgrade on purpose.
 RUFF = "ruff==0.17.6"
 
+# The suite, as every test session runs it (README.md gives the same command).
+UNITTEST = ["python", "-m", "unittest", "discover", "-s", "tests", "-t", "."]
+
 nox.options.sessions = ["tests", "mypy", "pyright", "lint", "package"]
 nox.options.default_venv_backend = "venv"
 # A missing interpreter is an error (with CI set) or a skip, never a download.
@@ -81,7 +84,7 @@ def tests(session: nox.Session) -> None:
         "import globus.cwlogger as m; assert 'site-packages' in m.__file__, m.__file__",
         silent=True,
     )
-    session.run("python", "-m", "unittest", "discover", "-s", "tests", "-t", ".", *session.posargs)
+    session.run(*UNITTEST, *session.posargs)
 
 
 @nox.session(python="3.12")

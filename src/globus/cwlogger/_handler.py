@@ -32,8 +32,7 @@ __all__ = ["DEFAULT_TIMEOUT", "ENV_ADDRESS", "Fallback", "GlobusSocketHandler"]
 #: Seconds one logging call may block at most, unless told otherwise.
 DEFAULT_TIMEOUT = 1.0
 
-#: Replaces the default address when a handler is built without ``host``.
-ENV_ADDRESS = "GLOBUS_CWLOGGER_ADDRESS"
+from ._connect import ENV_ADDRESS
 
 #: Where undelivered records go: ``"stderr"``, ``"stdout"``, ``"off"`` (or
 #: ``None`` or ``False``), a handler, or the name of a configured handler.

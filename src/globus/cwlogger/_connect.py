@@ -1,0 +1,171 @@
+"""Reaching the daemon: connect, one request's round trip, all in a deadline.
+
+How the waits work, and why:
+
+- The socket is non-blocking from its creation.  An ``AF_UNIX`` connect then
+  succeeds at once, or fails at once: refused or missing (no daemon, nothing
+  to wait for), or ``EAGAIN`` when the daemon's listen backlog is full.  Only
+  that last one is worth waiting for: the connect is retried every
+  :data:`_SLICE` seconds until the deadline (``time.sleep`` retries itself
+  after a signal, PEP 475, and yields under gevent and eventlet).
+- The request is sent at once (a request of up to 200 KiB fits the socket's
+  buffer), with ``MSG_NOSIGNAL`` so that a daemon hanging up mid-request can
+  never raise ``SIGPIPE``, even where a program restored its default action.
+- The reply is awaited with the socket's own timeout (``settimeout``), the
+  time left to the deadline.  CPython retries a wait that a signal
+  interrupted with the time that is left (PEP 475); gevent's and eventlet's
+  sockets implement the same timeout by yielding to their hub.  No ``poll``
+  or ``select`` of ours: eventlet removes ``select.poll``, and ``select``
+  cannot take a descriptor above 1023.
+- Under gevent or eventlet ``socket.socket`` is their class, and it is used;
+  otherwise the C class ``_socket.socket`` is, which skips the Python
+  wrapper's cost on every connection.
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+import socket
+import struct
+import time
+
+from . import protocol
+
+TYPE_CHECKING = False  # without importing typing: see _typing.py
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = [
+    "ENV_ADDRESS",
+    "NEWER_DAEMON_PATH",
+    "connect",
+    "default_addresses",
+    "exchange",
+    "is_timeout",
+    "round_trip",
+]
+
+#: Replaces the default addresses when a handler is built without ``host``.
+ENV_ADDRESS = "GLOBUS_CWLOGGER_ADDRESS"
+
+#: Where newer daemons (on uvloop, which has no abstract sockets) listen.
+NEWER_DAEMON_PATH = "/tmp/org.globus.cwlogs"
+
+_SLICE = 0.005  # seconds between two connects while the listen backlog is full
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+# The standard library's class, unless gevent or eventlet patched it in first.
+_STDLIB_SOCKET = socket.socket if socket.socket.__module__ == "socket" else None
+# Refused or missing: nothing listens there, so the next address is tried.
+_ABSENT = (ConnectionRefusedError, FileNotFoundError)
+
+
+def is_timeout(error: BaseException) -> bool:
+    """Whether ``error`` is a wait that ran out (``socket.timeout`` is not a
+    ``TimeoutError`` before Python 3.10, nor under every green library)."""
+    return isinstance(error, (TimeoutError, socket.timeout))
+
+
+def default_addresses() -> tuple[str, ...]:
+    """Where to look for the daemon when no address is given: the address in
+    ``$GLOBUS_CWLOGGER_ADDRESS`` (parsed: ValueError if it is not one), else
+    the abstract name and then the newer daemon's path, tried in that order
+    on every connection (a daemon may move between them across a restart)."""
+    given = os.environ.get(ENV_ADDRESS)
+    if given:
+        return (protocol.parse_address(given),)
+    return (protocol.DEFAULT_ADDRESS, NEWER_DAEMON_PATH)
+
+
+def connect(
+    addresses: Sequence[str], deadline: float, uid: int | None = None
+) -> socket.socket:
+    """A socket connected to the first of ``addresses`` that something
+    listens on, waiting for room in a full listen backlog until ``deadline``
+    (``time.monotonic()``); with ``uid``, only to a listener of that uid.
+
+    Raises what the first address raised when none listens, BlockingIOError
+    when the backlog stays full, PermissionError for another uid.
+    """
+    green = socket.socket is not _STDLIB_SOCKET
+    new = socket.socket if green else _socket.socket
+    first: OSError | None = None
+    for address in addresses:
+        sock = new(socket.AF_UNIX, _STREAM)
+        try:
+            if green:
+                sock.settimeout(0.0)  # their connect would wait, unbounded, on EAGAIN
+            _connect(sock, address, deadline)
+            if uid is not None:
+                _check_listener(sock, uid)
+            return sock  # type: ignore[no-any-return]  # _socket.socket is socket.socket's base
+        except _ABSENT as error:
+            sock.close()
+            first = first or error
+        except BaseException:
+            sock.close()
+            raise
+    assert first is not None, "no address to connect to"
+    raise first
+
+
+def _connect(sock: _socket.socket, address: str, deadline: float) -> None:
+    while True:
+        try:
+            sock.connect(address)
+            return
+        except BlockingIOError:  # EAGAIN: the daemon's listen backlog is full
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            time.sleep(min(left, _SLICE))
+
+
+def _check_listener(sock: _socket.socket, uid: int) -> None:
+    """Any local process can bind an abstract name first: send nothing to a
+    listener that does not run as ``uid``."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    pid, their_uid, _ = _PEERCRED.unpack(creds)
+    if their_uid != uid:
+        msg = f"the listener (pid {pid}) runs as uid {their_uid}, not daemon_uid {uid}"
+        raise PermissionError(msg)
+
+
+def exchange(sock: socket.socket, request: bytes, deadline: float) -> bytes:
+    """Send ``request`` whole on a connected socket and return the reply
+    line, waiting until ``deadline`` at most.
+
+    Raises a timeout (see :func:`is_timeout`; the socket is left open, its
+    reply may still come), or ConnectionError when the daemon hung up
+    without a reply.
+    """
+    sent = sock.send(request, socket.MSG_NOSIGNAL)
+    sock.settimeout(max(deadline - time.monotonic(), 1e-9))
+    if sent < len(request):  # larger than the socket's buffer
+        sock.sendall(memoryview(request)[sent:], socket.MSG_NOSIGNAL)
+    reply = b""
+    while True:
+        chunk = sock.recv(512)
+        if not chunk:
+            msg = "the daemon closed the connection without a reply"
+            raise ConnectionResetError(msg)
+        reply += chunk
+        if reply.endswith(b"\n"):
+            return reply
+        sock.settimeout(max(deadline - time.monotonic(), 1e-9))  # a reply in pieces
+
+
+def round_trip(
+    addresses: Sequence[str], request: bytes, timeout: float, uid: int | None = None
+) -> protocol.Reply:
+    """One request on a connection of its own: connect, send, read the
+    reply, close.  Raises OSError when there is no reply in ``timeout``
+    seconds, :class:`protocol.ProtocolError` for a reply that is not one."""
+    deadline = time.monotonic() + timeout
+    sock = connect(addresses, deadline, uid)
+    try:
+        reply = exchange(sock, request, deadline)
+    finally:
+        sock.close()
+    return protocol.decode_reply(reply)
