@@ -78,9 +78,7 @@ def default_addresses() -> tuple[str, ...]:
     return (protocol.DEFAULT_ADDRESS, NEWER_DAEMON_PATH)
 
 
-def connect(
-    addresses: Sequence[str], deadline: float, uid: int | None = None
-) -> socket.socket:
+def connect(addresses: Sequence[str], deadline: float, uid: int | None = None) -> _socket.socket:
     """A socket connected to the first of ``addresses`` that something
     listens on, waiting for room in a full listen backlog until ``deadline``
     (``time.monotonic()``); with ``uid``, only to a listener of that uid.
@@ -99,7 +97,7 @@ def connect(
             _connect(sock, address, deadline)
             if uid is not None:
                 _check_listener(sock, uid)
-            return sock  # type: ignore[no-any-return]  # _socket.socket is socket.socket's base
+            return sock
         except _ABSENT as error:
             sock.close()
             first = first or error
@@ -132,7 +130,7 @@ def _check_listener(sock: _socket.socket, uid: int) -> None:
         raise PermissionError(msg)
 
 
-def exchange(sock: socket.socket, request: bytes, deadline: float) -> bytes:
+def exchange(sock: _socket.socket, request: bytes, deadline: float) -> bytes:
     """Send ``request`` whole on a connected socket and return the reply
     line, waiting until ``deadline`` at most.
 

@@ -18,6 +18,7 @@ import time
 import weakref
 
 from . import protocol
+from ._connect import ENV_ADDRESS
 from ._options import check_fallback, check_timeout, check_uid
 from ._typing import override
 
@@ -31,8 +32,6 @@ __all__ = ["DEFAULT_TIMEOUT", "ENV_ADDRESS", "Fallback", "GlobusSocketHandler"]
 
 #: Seconds one logging call may block at most, unless told otherwise.
 DEFAULT_TIMEOUT = 1.0
-
-from ._connect import ENV_ADDRESS
 
 #: Where undelivered records go: ``"stderr"``, ``"stdout"``, ``"off"`` (or
 #: ``None`` or ``False``), a handler, or the name of a configured handler.

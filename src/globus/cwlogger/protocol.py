@@ -142,7 +142,7 @@ def restamp(request: bytes, now: float) -> tuple[bytes, bool]:
     timestamp, restamped = stamp(int(tail[:-2]) / 1000, now)
     if not restamped:
         return request, False
-    return b"%s, \"timestamp\": %d}\n" % (head, timestamp), True
+    return b'%s, "timestamp": %d}\n' % (head, timestamp), True
 
 
 def _request(message: str, timestamp: int) -> bytes:
