@@ -98,7 +98,8 @@ def mypy(session: nox.Session) -> None:
     session.install(MYPY)
     context = Path(session.create_tmp()) / f"py{OLDEST}"
     session.run(f"python{OLDEST}", "-m", "venv", "--clear", str(context), external=True)
-    python = _pip_install(session, context, "nox", "types-PyYAML", *TEST_DEPS, str(ROOT))
+    # pytest: for the types the pytest plugin uses (pytest_plugin.py).
+    python = _pip_install(session, context, "nox", "pytest", "types-PyYAML", *TEST_DEPS, str(ROOT))
     session.run("mypy", "--python-executable", str(python), *session.posargs)
 
 
