@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
     #: The default handler: built on first access, then always the same one.
     cloudwatch_handler: GlobusSocketHandler
+    #: The installed distribution's version, read from its metadata on first access.
+    __version__: str
 else:
     # Imported on first use, to keep `import globus.cwlogger` cheap.
     _LAZY = {"JSONFormatter": "_json", "emf": "_emf", "GlobusQueueHandler": "_queued"}
@@ -53,6 +55,15 @@ else:
                 importlib.import_module(f".{_LAZY[name]}", __name__), name
             )
             return value
+        if name == "__version__":
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                value = version("globus-cw-loghandler")
+            except PackageNotFoundError:  # a source tree that was never installed
+                value = "0+unknown"
+            globals()[name] = value
+            return value
         if name != "cloudwatch_handler":
             msg = f"module {__name__!r} has no attribute {name!r}"
             raise AttributeError(msg)
@@ -64,4 +75,4 @@ else:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | {"__version__"})
