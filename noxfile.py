@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -20,6 +21,16 @@ PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 TEST_DEPS = nox.project.dependency_groups(PYPROJECT, "test")
 PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
 OLDEST = PYTHONS[0]
+# The classifiers' versions past PYTHONS: Debian sid's binaries, run in the root
+# that .ci/sid-root keeps (their C library is newer than this machine's).
+SID_PYTHONS = [
+    c.rpartition(" :: ")[2]
+    for c in PYPROJECT["project"]["classifiers"]
+    if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+    and c.rpartition(" :: ")[2] not in PYTHONS
+]
+SID_ROOT = ROOT / ".ci" / "sid-root"
+SID_TESTS = [f"tests-{v}" for v in SID_PYTHONS]
 
 # mypy 2.x refuses `python_version = 3.9`, which mypy.ini checks against.
 MYPY = "mypy==1.20.2"
@@ -30,7 +41,7 @@ RUFF = "ruff==0.17.6"
 # The suite, as every test session runs it (README.md gives the same command).
 UNITTEST = ["python", "-m", "unittest", "discover", "-s", "tests", "-t", "."]
 
-nox.options.sessions = ["tests", "mypy", "pyright", "lint", "package"]
+nox.options.sessions = ["tests", *SID_TESTS, "mypy", "pyright", "lint", "package"]
 nox.options.default_venv_backend = "venv"
 # A missing interpreter is an error (with CI set) or a skip, never a download.
 nox.options.download_python = "never"
@@ -85,6 +96,38 @@ def tests(session: nox.Session) -> None:
         silent=True,
     )
     session.run(*UNITTEST, *session.posargs)
+
+
+def _sid_tests(version: str) -> None:
+    """Define `tests-VERSION`: the `tests` session, in the Debian sid root."""
+    python = f"python{version}"
+    venv = f"/venv/tests-{version}"  # inside the root; every run makes it anew
+
+    def in_root(session: nox.Session, *args: str, silent: bool = False) -> None:
+        path = f"PATH={venv}/bin:/usr/local/bin:/usr/bin:/bin"
+        command = [str(SID_ROOT), "run", "env", f"VIRTUAL_ENV={venv}", path, *args]
+        session.run(*command, external=True, silent=silent)
+
+    def tests_sid(session: nox.Session) -> None:
+        found = subprocess.run([SID_ROOT, "path"], capture_output=True, text=True, check=False)
+        if found.returncode or not Path(found.stdout.strip(), "usr", "bin", python).exists():
+            # What nox raises itself: a skip, or with CI set a failure.
+            why = found.stderr.strip() or f"add {version} to PYTHONS in .ci/sid-root"
+            msg = f"{python} in the Debian sid root ({why})"
+            raise nox.virtualenv.InterpreterNotFound(msg)
+        shutil.rmtree(ROOT / "build", ignore_errors=True)  # as in `tests`
+        in_root(session, python, "-m", "venv", "--clear", venv)
+        in_root(session, "python", "-m", "pip", "install", ".", *TEST_DEPS, silent=True)
+        check = "import globus.cwlogger as m; assert 'site-packages' in m.__file__, m.__file__"
+        in_root(session, "python", "-c", check, silent=True)
+        in_root(session, *UNITTEST, *session.posargs)
+
+    tests_sid.__doc__ = f"Run the unit tests on Debian sid's CPython {version} (.ci/sid-root)."
+    nox.session(name=f"tests-{version}", python=False)(tests_sid)
+
+
+for _version in SID_PYTHONS:
+    _sid_tests(_version)
 
 
 @nox.session(python="3.12")
