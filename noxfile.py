@@ -37,11 +37,22 @@ MYPY = "mypy==1.20.2"
 PYRIGHT = "pyright==1.1.414"
 # A new ruff release can add rules to the selected families; upgrade on purpose.
 RUFF = "ruff==0.17.6"
+# What the README's recipes are checked against: the newest releases when they
+# were last checked. Raise them on purpose, running `nox -s integrations`.
+FRAMEWORKS = [
+    "gunicorn==27.0.1",
+    "uvicorn==0.54.0",
+    "PyYAML==6.0.4",
+    "Django==6.1.3",
+    "celery==5.7.0",
+    "structlog==26.1.0",
+    "pytest==9.2.0",
+]
 
 # The suite, as every test session runs it (README.md gives the same command).
 UNITTEST = ["python", "-m", "unittest", "discover", "-s", "tests", "-t", "."]
 
-nox.options.sessions = ["tests", *SID_TESTS, "mypy", "pyright", "lint", "package"]
+nox.options.sessions = ["tests", *SID_TESTS, "mypy", "pyright", "lint", "package", "integrations"]
 nox.options.default_venv_backend = "venv"
 # A missing interpreter is an error (with CI set) or a skip, never a download.
 nox.options.download_python = "never"
@@ -178,6 +189,15 @@ def package(session: nox.Session) -> None:
         other_wheel = _build_othertool(session, tmp)
         python = _fresh_venv(session, tmp / "venv", wheel, other_wheel)
         _check_installed(session, python, tmp)
+
+
+@nox.session(python="3.12")
+def integrations(session: nox.Session) -> None:
+    """The README's recipes under real gunicorn, uvicorn, Django, Celery,
+    structlog and pytest (tests/integrations/run.py; posargs: which checks)."""
+    shutil.rmtree(ROOT / "build", ignore_errors=True)  # as in `tests`
+    session.install(".", *FRAMEWORKS)
+    session.run("python", "tests/integrations/run.py", *session.posargs)
 
 
 def _only(session: nox.Session, directory: Path, pattern: str) -> Path:
