@@ -193,8 +193,11 @@ def package(session: nox.Session) -> None:
 
 @nox.session(python="3.12")
 def integrations(session: nox.Session) -> None:
-    """The README's recipes under real gunicorn, uvicorn, Django, Celery,
-    structlog and pytest (tests/integrations/run.py; posargs: which checks)."""
+    """The README's recipes under the real frameworks (tests/integrations/run.py).
+
+    gunicorn, uvicorn, Django, Celery, structlog, a cron-style script and the
+    pytest fixture; posargs name the checks to run (`-- --list`).
+    """
     shutil.rmtree(ROOT / "build", ignore_errors=True)  # as in `tests`
     session.install(".", *FRAMEWORKS)
     session.run("python", "tests/integrations/run.py", *session.posargs)
