@@ -11,9 +11,10 @@ from typing import Any
 
 from globus.cwlogger._emf import UNITS, emf
 from globus.cwlogger._json import JSONFormatter
+from globus.cwlogger.protocol import MAX_MESSAGE_BYTES
 
 from .support import DaemonTestCase
-from .test_json_formatter import LinesHandler, parse
+from .test_json_formatter import LinesHandler, cut_count, parse
 
 
 def assert_extractable(test: unittest.TestCase, event: dict[str, Any]) -> None:
@@ -192,6 +193,20 @@ class DaemonTest(DaemonTestCase):
         body = parse(self, event.message)
         assert_extractable(self, body)
         self.assertEqual(body["message"], "request done Grüße \ufffd")
+
+    def test_an_oversized_message_keeps_the_metrics(self) -> None:
+        self.handler.setFormatter(JSONFormatter())
+        fields = emf("MyService", {"Latency": (12.5, "Milliseconds")}, dimensions={"Op": "up"})
+        self.log.info("Grüße " * 60000, extra={**fields, "request_id": "r-1"})
+        (event,) = self.daemon.wait_for(1)
+        self.assertLessEqual(len(event.message.encode("utf-8")), MAX_MESSAGE_BYTES)
+        body = parse(self, event.message)  # cut inside the document, not after it
+        assert_extractable(self, body)
+        self.assertEqual(body["_aws"], fields["_aws"])
+        self.assertEqual((body["Latency"], body["request_id"]), (12.5, "r-1"))
+        head, count = cut_count(body["message"])
+        self.assertTrue(("Grüße " * 60000).startswith(head))
+        self.assertGreater(count, 0)
 
 
 if __name__ == "__main__":
