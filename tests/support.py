@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import socket
+import subprocess
+import sys
+import tempfile
+import time
 import unittest
 import uuid
+from typing import Callable
 
-from globus.cwlogger import GlobusSocketHandler
+from globus.cwlogger import ENV_ADDRESS, GlobusSocketHandler
 from globus.cwlogger.testing import LocalDaemon
 
 
@@ -31,6 +38,56 @@ def exchange(address: str, request: bytes) -> bytes:
         return reply
 
 
+def message_of(request: bytes) -> str:
+    """The message of a raw request."""
+    message = json.loads(request)["message"]
+    assert isinstance(message, str)
+    return message
+
+
+def summary_of(message: str) -> dict[str, object]:
+    """The body of a summary event (and a failure if it is not one)."""
+    body = json.loads(message)
+    assert isinstance(body, dict), message
+    assert body["subtype"] == "cwlogger.undelivered", message
+    return body
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes; whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def run_python(
+    code: str, address: str | None = None, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (with ``$GLOBUS_CWLOGGER_ADDRESS``
+    pointing at ``address``, if given) and return what it did."""
+    environment = {**os.environ, **env}
+    if address is not None:
+        environment[ENV_ADDRESS] = "@" + address[1:] if address.startswith("\0") else address
+    return subprocess.run(
+        [sys.executable, "-X", "dev", "-c", code],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def temporary_directory(test: unittest.TestCase) -> str:
+    """A directory removed when ``test`` ends."""
+    directory = tempfile.TemporaryDirectory()
+    test.addCleanup(directory.cleanup)
+    return directory.name
+
+
 class ListHandler(logging.Handler):
     """Collects the records it is given (a fallback to assert on)."""
 
@@ -41,14 +98,20 @@ class ListHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
 
+    def messages(self) -> list[str]:
+        return [record.getMessage() for record in self.records]
+
 
 class DaemonTestCase(unittest.TestCase):
     """A stand-in on a unique address, a handler pointed at it, a logger."""
 
     timeout = 0.5
 
+    def daemon_address(self) -> str:
+        return unique_address()
+
     def setUp(self) -> None:
-        self.daemon = LocalDaemon(unique_address()).start()
+        self.daemon = LocalDaemon(self.daemon_address()).start()
         self.addCleanup(self.daemon.stop)
         self.fallback = ListHandler()
         self.handler = self.make_handler()
@@ -67,3 +130,18 @@ class DaemonTestCase(unittest.TestCase):
         handler = GlobusSocketHandler(**options)  # type: ignore[arg-type]
         self.addCleanup(handler.close)
         return handler
+
+    def timed_log(self, message: str) -> float:
+        start = time.monotonic()
+        self.log.info(message)
+        return time.monotonic() - start
+
+    def counts(self) -> tuple[int, int]:
+        return self.handler.delivered, self.handler.undelivered
+
+
+class PathAddress:
+    """Mixed into a DaemonTestCase: the stand-in on a filesystem path."""
+
+    def daemon_address(self) -> str:
+        return os.path.join(temporary_directory(self), "cwlogs.sock")  # type: ignore[arg-type]

@@ -1,26 +1,30 @@
-"""Non-blocking use: GlobusQueueHandler, and the standard library's own keys."""
+"""GlobusQueueHandler: nothing lost at exit, after close, in children that
+end through os._exit, at its bound; flush and close within their deadlines."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
+import logging.config
 import os
-import subprocess
+import pathlib
 import sys
+import tempfile
+import threading
 import time
 import unittest
 
-from globus.cwlogger import ENV_ADDRESS, GlobusQueueHandler
+from globus.cwlogger import GlobusQueueHandler, GlobusSocketHandler
 from globus.cwlogger.testing import LocalDaemon
 
-from .support import unique_address
+from .support import ListHandler, run_python, unique_address, wait_until
 
 EXIT_AT_ONCE = """\
 import logging
 from globus.cwlogger import GlobusQueueHandler
 
-logging.getLogger().addHandler(GlobusQueueHandler())
+logging.getLogger().addHandler(GlobusQueueHandler(timeout=10))  # close() drains 10 s at most
 logging.getLogger().setLevel(logging.INFO)
 for i in range(10000):
     logging.info("record %d", i)
@@ -37,6 +41,25 @@ logging.config.dictConfig({
 })
 for i in range(1000):
     logging.info("record %d", i)
+"""
+
+FILECONFIG = """\
+import io, logging, logging.config
+logging.config.fileConfig(io.StringIO('''
+[loggers]
+keys=root
+[handlers]
+keys=cloudwatch
+[formatters]
+keys=
+[logger_root]
+level=INFO
+handlers=cloudwatch
+[handler_cloudwatch]
+class=globus.cwlogger.GlobusQueueHandler
+args=('%s',)
+'''))
+logging.info("from an INI file")
 """
 
 STDLIB_KEYS = """\
@@ -56,15 +79,101 @@ for i in range(1000):
     logging.info("record %d", i)
 """
 
+AFTER_SHUTDOWN = """\
+import atexit
+atexit.register(lambda: logging.warning("from an exit hook after logging.shutdown"))
+import logging
+from globus.cwlogger import GlobusQueueHandler
 
-def run_and_collect(code: str, expected: int) -> list[str]:
+class Late:
+    def __del__(self):
+        logging.warning("from __del__")
+
+logging.getLogger().addHandler(GlobusQueueHandler())
+logging.warning("before exit")
+late = Late()
+"""
+
+DAEMON_THREAD_AT_EXIT = """\
+import logging, threading, time
+from globus.cwlogger import GlobusQueueHandler
+
+logging.getLogger().addHandler(GlobusQueueHandler())
+
+def forever():
+    for i in range(10**9):
+        logging.warning("daemon thread %d", i)
+        time.sleep(0.001)
+
+threading.Thread(target=forever, daemon=True).start()
+time.sleep(0.05)
+"""
+
+CHILDREN = """\
+import concurrent.futures, logging, multiprocessing, sys
+from globus.cwlogger import GlobusQueueHandler
+
+def work(n):
+    root = logging.getLogger()
+    if not any(isinstance(h, GlobusQueueHandler) for h in root.handlers):
+        root.addHandler(GlobusQueueHandler(timeout=5))
+        root.setLevel(logging.INFO)
+    for i in range(200):
+        logging.info("child %d record %d", n, i)
+    return n
+
+if __name__ == "__main__":
+    how, method = sys.argv[1], sys.argv[2]
+    context = multiprocessing.get_context(method)
+    if how == "process":
+        processes = [context.Process(target=work, args=(n,)) for n in range(4)]
+        for p in processes:
+            p.start()
+        for p in processes:
+            p.join()
+    elif how == "pool":
+        pool = context.Pool(2, maxtasksperchild=1)
+        pool.map(work, range(4))
+        pool.close()
+        pool.join()
+    else:
+        new = sys.version_info >= (3, 11) and method != "fork"  # a new process per task
+        options = {"max_tasks_per_child": 1} if new else {}
+        with concurrent.futures.ProcessPoolExecutor(2, mp_context=context, **options) as pool:
+            list(pool.map(work, range(4)))
+"""
+
+BARE_EXIT_CHILD = """\
+import logging, os, sys
+from globus.cwlogger import GlobusQueueHandler
+
+logging.getLogger().addHandler(GlobusQueueHandler(children=sys.argv[1]))
+logging.getLogger().setLevel(logging.INFO)
+pid = os.fork()
+if pid == 0:
+    for i in range(200):
+        logging.info("child record %d", i)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def run_and_collect(code: str, expected: int, *args: str) -> list[str]:
     with LocalDaemon(unique_address()) as daemon:
-        env = {**os.environ, ENV_ADDRESS: "@" + daemon.address[1:]}
-        subprocess.run([sys.executable, "-c", code], env=env, timeout=120, check=True)
+        if args:
+            directory = tempfile.mkdtemp()
+            script = pathlib.Path(directory, "script.py")
+            script.write_text(code)
+            code = f"import runpy, sys; sys.argv[1:] = {list(args)!r}; "
+            code += f"runpy.run_path({str(script)!r}, run_name='__main__')"
+            code = f"import sys; sys.path.insert(0, {directory!r}); " + code
+        result = run_python(code, daemon.address)
+        if result.returncode != 0:
+            raise AssertionError(result.stderr)
         return [event.message for event in daemon.wait_for(expected, timeout=10)]
 
 
-class QueuedTest(unittest.TestCase):
+class ExitTest(unittest.TestCase):
     def test_process_that_exits_at_once_loses_nothing(self) -> None:
         messages = run_and_collect(EXIT_AT_ONCE, 10000)
         self.assertEqual(messages, [f"record {i}" for i in range(10000)])
@@ -73,77 +182,245 @@ class QueuedTest(unittest.TestCase):
         messages = run_and_collect(DICTCONFIG_AT_ONCE, 1000)
         self.assertEqual(messages, [f"INFO record {i}" for i in range(1000)])
 
+    def test_from_an_ini_file_with_a_positional_address(self) -> None:
+        with LocalDaemon(unique_address()) as daemon:
+            result = run_python(FILECONFIG % ("@" + daemon.address[1:]))
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertEqual([e.message for e in daemon.wait_for(1)], ["from an INI file"])
+
     @unittest.skipIf(sys.version_info < (3, 12), "the handlers key of QueueHandler is 3.12+")
     def test_standard_library_keys(self) -> None:
         messages = run_and_collect(STDLIB_KEYS, 1000)
         self.assertEqual(messages, [f"record {i}" for i in range(1000)])
 
+    def test_records_after_logging_shutdown_are_sent_too(self) -> None:
+        with LocalDaemon(unique_address()) as daemon:
+            result = run_python(AFTER_SHUTDOWN, daemon.address)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            messages = [e.message for e in daemon.events]
+        self.assertEqual(
+            messages,
+            ["before exit", "from an exit hook after logging.shutdown", "from __del__"],
+        )
+
+    def test_a_daemon_thread_logging_through_exit_loses_nothing_it_logged(self) -> None:
+        with LocalDaemon(unique_address()) as daemon:
+            result = run_python(DAEMON_THREAD_AT_EXIT, daemon.address)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            time.sleep(0.2)  # a record it was sending when the process ended, if any
+            messages = [e.message for e in daemon.events]
+        self.assertGreater(len(messages), 5)
+        self.assertEqual(
+            sorted(messages), sorted(f"daemon thread {i}" for i in range(len(messages)))
+        )
+        self.assertNotIn("globus.cwlogger", result.stderr)  # none went to the fallback
+
+
+class ChildrenTest(unittest.TestCase):
+    """Children that end through os._exit after multiprocessing's bootstrap."""
+
+    expected = sorted(f"child {n} record {i}" for n in range(4) for i in range(200))
+
+    def check(self, how: str, method: str) -> None:
+        messages = run_and_collect(CHILDREN, 800, how, method)
+        self.assertEqual(sorted(messages), self.expected)
+
+    def test_fork_processes(self) -> None:
+        self.check("process", "fork")
+
+    def test_forkserver_processes(self) -> None:
+        self.check("process", "forkserver")
+
+    def test_spawn_processes(self) -> None:
+        self.check("process", "spawn")
+
+    def test_pool_that_replaces_each_worker_after_a_task(self) -> None:
+        self.check("pool", "fork")
+
+    def test_process_pool_executor(self) -> None:
+        self.check("executor", "fork")
+
+    def test_process_pool_executor_forkserver(self) -> None:
+        self.check("executor", "forkserver")
+
+    def test_a_bare_os_exit_needs_children_sync(self) -> None:
+        messages = run_and_collect(BARE_EXIT_CHILD, 200, "sync")
+        self.assertEqual(messages, [f"child record {i}" for i in range(200)])
+
+
+class QueuedTest(unittest.TestCase):
+    timeout = 0.3
+
+    def make(self, daemon: LocalDaemon, **kwargs: object) -> GlobusQueueHandler:
+        options: dict[str, object] = {"timeout": self.timeout, **kwargs}
+        handler = GlobusQueueHandler(daemon.address, **options)  # type: ignore[arg-type]
+        self.addCleanup(handler.close)
+        return handler
+
+    def daemon(self, **kwargs: object) -> LocalDaemon:
+        daemon = LocalDaemon(unique_address(), **kwargs).start()  # type: ignore[arg-type]
+        self.addCleanup(daemon.stop)
+        return daemon
+
     def test_timestamps_are_creation_times_when_sending_is_delayed(self) -> None:
-        with LocalDaemon(unique_address(), behaviour="stall") as daemon:
-            handler = GlobusQueueHandler(host=daemon.address, timeout=5)
-            created: list[float] = []
+        daemon = self.daemon(behaviour="stall")
+        handler = self.make(daemon, timeout=5)
+        created: list[float] = []
 
-            def note_creation(record: logging.LogRecord) -> bool:
-                created.append(record.created)
-                return True
+        def note_creation(record: logging.LogRecord) -> bool:
+            created.append(record.created)
+            return True
 
-            handler.addFilter(note_creation)
-            log = logging.getLogger(f"test.queued.{unique_address()[1:]}")
-            log.propagate = False
-            log.addHandler(handler)
-            start = time.monotonic()
-            for i in range(5):
-                log.warning("delayed %d", i)
-            self.assertLess(time.monotonic() - start, 0.2)  # the caller did not wait
-            time.sleep(0.3)
-            daemon.behaviour = "ok"
-            handler.close()  # waits for the queue to drain
-            events = daemon.wait_for(5)
+        handler.addFilter(note_creation)
+        for i in range(5):
+            handler.handle(logging.makeLogRecord({"msg": f"delayed {i}"}))
+        time.sleep(0.3)
+        daemon.behaviour = "ok"
+        handler.close()  # waits for the queue to drain
+        events = daemon.wait_for(5)
         self.assertEqual([e.message for e in events], [f"delayed {i}" for i in range(5)])
         self.assertEqual([e.timestamp for e in events], [int(c * 1000) for c in created])
-        self.assertLess(max(created) * 1000, time.time() * 1000 - 250)
         self.assertEqual(handler.target.delivered, 5)
 
+    def test_flush_waits_until_what_was_queued_is_delivered(self) -> None:
+        daemon = self.daemon()
+        daemon.delay = 0.01
+        handler = self.make(daemon, timeout=5)
+        for i in range(20):
+            handler.handle(logging.makeLogRecord({"msg": f"record {i}"}))
+        handler.flush()
+        self.assertEqual(len(daemon.events), 20)
+        self.assertEqual(handler.target.delivered, 20)
+
+    def test_flush_waits_at_most_the_timeout(self) -> None:
+        daemon = self.daemon(behaviour="stall")
+        handler = self.make(daemon, timeout=0.3)
+        handler.handle(logging.makeLogRecord({"msg": "stuck"}))
+        start = time.monotonic()
+        with contextlib.redirect_stderr(io.StringIO()):
+            handler.flush()
+        self.assertLess(time.monotonic() - start, 0.3 + 0.15)
+
+    def test_close_drains_within_its_deadline_and_the_rest_goes_to_the_fallback(self) -> None:
+        daemon = self.daemon()
+        daemon.delay = 0.02  # alive but slow: 200 records would take 4 s
+        fallback = ListHandler()
+        handler = self.make(daemon, fallback=fallback)
+        for i in range(200):
+            handler.handle(logging.makeLogRecord({"msg": f"record {i}"}))
+        start = time.monotonic()
+        with contextlib.redirect_stderr(io.StringIO()):
+            handler.close()
+        self.assertLess(time.monotonic() - start, 3 * self.timeout + 0.2)
+        target = handler.target
+        delivered = {e.message for e in daemon.events if e.message.startswith("record")}
+        self.assertTrue(wait_until(lambda: target.delivered == len(delivered)))
+        self.assertGreater(target.undelivered, 100)
+        self.assertEqual(target.delivered + target.undelivered, 200)
+        self.assertEqual(len(fallback.records), target.undelivered)
+        self.assertEqual(delivered | set(fallback.messages()), {f"record {i}" for i in range(200)})
+
+    def test_records_after_close_go_through_at_once(self) -> None:
+        daemon = self.daemon()
+        handler = self.make(daemon)
+        handler.close()
+        handler.handle(logging.makeLogRecord({"msg": "after close"}))
+        self.assertEqual([e.message for e in daemon.events], ["after close"])  # already there
+
+    def test_a_thread_still_logging_through_a_closed_handler_loses_nothing(self) -> None:
+        # As when dictConfig replaces handlers while other threads log: they
+        # may still be inside the old handler when it is closed.
+        daemon = self.daemon()
+        handler = self.make(daemon)
+        sent = []
+
+        def keep_logging() -> None:
+            for i in range(300):
+                handler.handle(logging.makeLogRecord({"msg": f"record {i}"}))
+                sent.append(i)
+                time.sleep(0.0005)
+
+        thread = threading.Thread(target=keep_logging)
+        thread.start()
+        self.assertTrue(wait_until(lambda: len(sent) > 50))
+        handler.close()
+        thread.join()
+        messages = [e.message for e in daemon.wait_for(300, strict=True)]
+        self.assertEqual(sorted(messages), sorted(f"record {i}" for i in range(300)))
+
+    def test_the_queue_is_bounded_and_what_does_not_fit_is_counted(self) -> None:
+        daemon = self.daemon(behaviour="stall")
+        fallback = ListHandler()
+        handler = self.make(daemon, timeout=5, max_queue=10, fallback=fallback)
+        with contextlib.redirect_stderr(io.StringIO()) as stderr:
+            for i in range(30):
+                handler.handle(logging.makeLogRecord({"msg": f"record {i}"}))
+        # One is being sent; ten wait; the rest did not fit.
+        self.assertTrue(wait_until(lambda: handler.target.undelivered >= 19))
+        self.assertIn(len(fallback.records), (19, 20))
+        self.assertEqual(fallback.messages()[-1], "record 29")
+        self.assertIn("QueueFull", stderr.getvalue())
+
     def test_forked_child_delivers_through_its_own_thread(self) -> None:
-        with LocalDaemon(unique_address()) as daemon:
-            handler = GlobusQueueHandler(host=daemon.address)
-            self.addCleanup(handler.close)
-            record = logging.makeLogRecord({"msg": "parent"})
-            handler.handle(record)
-            pid = os.fork()
-            if pid == 0:
-                status = 1
-                try:
-                    for i in range(3):
-                        handler.handle(logging.makeLogRecord({"msg": f"child {i}"}))
-                    handler.close()
-                    status = 0 if handler.target.delivered >= 3 else 2
-                finally:
-                    os._exit(status)
-            _, status = os.waitpid(pid, 0)
-            self.assertEqual(os.waitstatus_to_exitcode(status), 0)
-            messages = sorted(e.message for e in daemon.wait_for(4))
+        daemon = self.daemon()
+        handler = self.make(daemon)
+        handler.handle(logging.makeLogRecord({"msg": "parent"}))
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                for i in range(3):
+                    handler.handle(logging.makeLogRecord({"msg": f"child {i}"}))
+                handler.close()
+                status = 0 if handler.target.delivered == 3 else 2
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        messages = sorted(e.message for e in daemon.wait_for(4))
         self.assertEqual(messages, ["child 0", "child 1", "child 2", "parent"])
 
     def test_unformattable_record_is_not_lost(self) -> None:
-        with LocalDaemon(unique_address()) as daemon:
-            handler = GlobusQueueHandler(host=daemon.address)
-            with contextlib.redirect_stderr(io.StringIO()):
-                handler.handle(logging.makeLogRecord({"msg": "%d", "args": ("x",)}))
-                handler.close()
-            (event,) = daemon.wait_for(1)
+        daemon = self.daemon()
+        handler = self.make(daemon)
+        handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+        with contextlib.redirect_stderr(io.StringIO()):
+            record = logging.makeLogRecord({"msg": "%d", "args": ("x",)})
+            record.levelname, record.levelno = "INFO", logging.INFO
+            handler.handle(record)
+            handler.close()
+        (event,) = daemon.wait_for(1)
+        self.assertTrue(event.message.startswith("[INFO] INFO"), event.message)
         self.assertIn("could not format '%d' % ('x',)", event.message)
 
     def test_close_twice(self) -> None:
-        handler = GlobusQueueHandler(host=unique_address())
+        handler = GlobusQueueHandler(unique_address())
         handler.close()
         handler.close()
 
-    def test_bad_keywords_are_configuration_errors(self) -> None:
-        with self.assertRaisesRegex(ValueError, "-1"):
-            GlobusQueueHandler(timeout=-1)
-        with self.assertRaises(TypeError):
-            GlobusQueueHandler(no_such_option=1)
+    def test_the_signature_of_the_socket_handler(self) -> None:
+        handler = GlobusQueueHandler("@a.name", None, timeout=2.5, fallback="off", daemon_uid=0)
+        self.addCleanup(handler.close)
+        target = handler.target
+        self.assertIsInstance(target, GlobusSocketHandler)
+        self.assertEqual(
+            (target.address, target.timeout, target.fallback, target.daemon_uid),
+            ("\0a.name", 2.5, None, 0),
+        )
+        self.assertEqual((handler.max_queue, handler.children), (100_000, "queue"))
+
+    def test_bad_arguments_are_configuration_errors(self) -> None:
+        cases: list[tuple[dict[str, object], type[Exception], str]] = [
+            ({"timeout": -1}, ValueError, "-1"),
+            ({"max_queue": 0}, ValueError, "0"),
+            ({"max_queue": "10"}, TypeError, "'10'"),
+            ({"children": "thread"}, ValueError, "'thread'"),
+            ({"no_such_option": 1}, TypeError, "no_such_option"),
+        ]
+        for kwargs, error, text in cases:
+            with self.subTest(**kwargs), self.assertRaises(error) as caught:
+                GlobusQueueHandler(**kwargs)  # type: ignore[arg-type]
+            self.assertIn(text, str(caught.exception))
 
 
 if __name__ == "__main__":

@@ -1,29 +1,54 @@
-"""GlobusSocketHandler: one acknowledged request to the daemon per record."""
+"""GlobusSocketHandler: one acknowledged request to the daemon per record.
+
+How it works.  Each record is one connection: connect, send, read the
+reply, close (see _connect.py for the waits).  What a handler remembers
+between records is all here, guarded by ``_lock``:
+
+- ``_stall``: None while the daemon answers.  ``"hung"`` after a request
+  got no reply in time (the daemon took it and did not answer), ``"full"``
+  after its listen backlog stayed full for a whole timeout.  Either starts
+  a backoff (``SocketHandler``'s ``retryTime``, ``retryPeriod``: 1 s,
+  doubling, at most 30 s) during which records go to the fallback at once
+  instead of blocking their caller, except: a late reply to a held request
+  ends a hung stall, and a connect that finds room ends a full one.  A
+  daemon that is absent or refuses answers in microseconds: no stall, it is
+  tried again by the next record.
+- ``_held``: requests that got no reply in time, kept open so that the
+  daemon never sees a client leave before its reply (it logs a traceback
+  for each); the next record reads their late replies without waiting.
+- ``_ledger``: the records that were not acknowledged, and the one summary
+  event that reports them (see _ledger.py).
+- the counters.
+
+A logging call takes the lock only to read and change these: connecting,
+sending, reading replies, the fallback and the warnings happen outside it,
+so a slow daemon or a slow fallback delays no other thread.  A signal
+handler (or a formatter) that logs through the handler while this thread is
+inside it does not re-enter: its record waits in ``_inside`` and is sent
+right after the current one.
+"""
 
 from __future__ import annotations
 
 import copy
-import errno
-import json
 import logging
 import logging.handlers
 import math
 import os
-import select
-import socket
-import struct
 import sys
 import threading
 import time
 import weakref
 
-from . import protocol
+from . import _connect, protocol
 from ._connect import ENV_ADDRESS
+from ._ledger import Ledger, Summary
 from ._options import check_fallback, check_timeout, check_uid
 from ._typing import override
 
 TYPE_CHECKING = False  # without importing typing: see _typing.py
 if TYPE_CHECKING:
+    import socket
     from typing import Protocol
 
     from typing_extensions import TypeAlias
@@ -36,31 +61,35 @@ DEFAULT_TIMEOUT = 1.0
 #: Where undelivered records go: ``"stderr"``, ``"stdout"``, ``"off"`` (or
 #: ``None`` or ``False``), a handler, or the name of a configured handler.
 if TYPE_CHECKING or sys.version_info < (3, 10):
-    from typing import Union
+    from typing import Literal, Union
 
-    Fallback: TypeAlias = Union[logging.Handler, str, bool, None]
+    Fallback: TypeAlias = Union[logging.Handler, str, Literal[False], None]
 else:  # the same alias, without importing typing
     Fallback = logging.Handler | str | bool | None
 
+_HUNG, _FULL = "hung", "full"  # the two kinds of stall
 _WARN_EVERY = 60.0  # seconds between two warnings of the handler's own
-_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-_MAX_PENDING = 64  # requests left waiting for a late reply, at most
-_SLICE = 0.02  # seconds: the kernel's socket timers may fire 12% late
-_SUMMARY_EVERY = 1.0  # seconds between two summary events, at least
+_MAX_HELD = 64  # requests held open for a late reply, at most
 _OK = b'{"status": "ok"'  # how every acknowledgement starts (json.dumps)
 
 
-def _timeval(seconds: float) -> bytes:
-    """Pack ``seconds`` as the ``struct timeval`` of SO_SNDTIMEO."""
-    whole = int(seconds)
-    # At least 1 us: a zero timeval would mean "wait forever".
-    return struct.pack("ll", whole, max(1, int((seconds - whole) * 1e6)))
+class _Refused(Exception):
+    """The daemon answered with an error, or hung up without an answer."""
+
+
+class _BackingOff(Exception):
+    """Not tried: the daemon is stalled and its backoff has not run out."""
 
 
 def _iso(created: float) -> str:
-    """``created`` (seconds since the epoch) as ``2026-11-25T19:58:19.123Z``."""
-    ms = int(created * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+    """Seconds since the epoch as ``2026-11-25T19:58:19.123Z``."""
+    return _iso_ms(int(created * 1000))
+
+
+def _iso_ms(timestamp: int) -> str:
+    """Milliseconds since the epoch as ``2026-11-25T19:58:19.123Z``."""
+    seconds, ms = divmod(timestamp, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
 
 
 def _stand_in(record: logging.LogRecord, error: Exception) -> logging.LogRecord:
@@ -73,36 +102,22 @@ def _stand_in(record: logging.LogRecord, error: Exception) -> logging.LogRecord:
     where = f"{record.levelname} {record.name} {record.pathname}:{record.lineno}"
     stand_in = copy.copy(record)
     stand_in.msg, stand_in.args = f"{where}: could not format {what}", None
-    if not 0 <= stand_in.created < math.inf:  # also NaN: not a time the daemon takes
-        stand_in.created = time.time()
+    stand_in.exc_info = stand_in.exc_text = stand_in.stack_info = None
     return stand_in
-
-
-def _handle_unlocked(handler: logging.Handler, record: logging.LogRecord) -> bool:
-    """``Handler.handle`` without the handler's lock around ``emit``."""
-    kept: object = handler.filter(record)
-    if isinstance(kept, logging.LogRecord):  # Python 3.12+: a filter may replace it
-        record = kept
-    if kept:
-        handler.emit(record)
-    return bool(kept)
-
-
-class _Refused(Exception):
-    """The daemon answered with an error, or hung up without an answer."""
 
 
 class GlobusSocketHandler(logging.handlers.SocketHandler):
     """Send each record to the CWLogger daemon and wait for its acknowledgement.
 
     ``host`` is the daemon's address (see :func:`protocol.parse_address`);
-    without it, ``$GLOBUS_CWLOGGER_ADDRESS`` or ``"\\0org.globus.cwlogs"``.
-    ``port`` must stay None: the daemon listens on a Unix socket.
-    ``timeout`` bounds, in seconds, how long one logging call may block.
-    ``daemon_uid``, when given, is the only uid a listener may run as (the
-    daemon runs as root: 0); records for any other listener are undelivered.
-    A record the daemon does not acknowledge goes to ``fallback`` and is
-    counted in :attr:`undelivered`; nothing is raised into the caller.
+    without it, ``$GLOBUS_CWLOGGER_ADDRESS``, else the abstract name
+    ``"\\0org.globus.cwlogs"`` or, when nothing listens there, the newer
+    daemon's ``/tmp/org.globus.cwlogs``.  ``port`` must stay None: the
+    daemon listens on a Unix socket.  ``timeout`` bounds, in seconds, how
+    long one logging call may block.  ``daemon_uid``, when given, is the only
+    uid a listener may run as (the daemon runs as root: 0).  A record the
+    daemon does not acknowledge goes to ``fallback`` and is counted in
+    :attr:`undelivered`; nothing is raised into the caller.
     """
 
     #: Records the daemon acknowledged.
@@ -111,10 +126,15 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
     undelivered: int
     #: Records whose message was cut to fit the daemon's size limit.
     truncated: int
+    #: Records sent stamped with the current time instead of their creation
+    #: time, which CloudWatch would have discarded (see protocol.stamp).
+    restamped: int
     #: The fallback as resolved: a handler, "stderr", "stdout", or None (off).
     fallback: logging.Handler | str | None
     #: When set, records go only to a listener running as this uid.
     daemon_uid: int | None
+    #: Where the daemon is looked for, in this order, on every connection.
+    addresses: tuple[str, ...]
 
     def __init__(
         self,
@@ -126,8 +146,9 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         daemon_uid: int | None = None,
     ) -> None:
         if host is None:
-            host = os.environ.get(ENV_ADDRESS) or protocol.DEFAULT_ADDRESS
-        address = protocol.parse_address(host)
+            addresses = _connect.default_addresses()
+        else:
+            addresses = (protocol.parse_address(host),)
         given_port: object = port
         if given_port is not None:
             msg = f"port must be None, the daemon listens on a Unix socket: {port!r}"
@@ -135,312 +156,307 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         self.timeout = check_timeout(timeout)
         self.fallback = check_fallback(fallback)
         self.daemon_uid = check_uid(daemon_uid)
-        super().__init__(address, None)
-        self.address: str = address
-        self.delivered = self.undelivered = self.truncated = 0
-        # Requests whose reply did not come in time stay open, so that the
-        # daemon never sees a client leave before its reply; a late reply is
-        # the sign that the daemon is back.  Each is held with the number of
-        # undelivered records it reports (if it is a summary).
-        self._pending: list[tuple[socket.socket, int]] = []
-        # Records not acknowledged since the last one that was.
-        self._missed = 0
-        self._missed_since = 0.0
-        self._missed_until = 0.0
-        self._summary_due = 0.0
-        self._summary_busy = False  # a thread is sending one
-        self._warned_at = -math.inf
-        # Guards the state above, never a round trip (see handle()).
-        self._state = threading.RLock()
+        super().__init__(addresses[0], None)
+        self.addresses = addresses
+        self._lock = threading.Lock()
+        self._reset()
+        self._stall: str | None = None
+        self._closed = False
         _live.add(self)
+
+    def _reset(self) -> None:
+        """The state of a new handler, or of a child's after fork."""
+        self.delivered = self.undelivered = self.truncated = self.restamped = 0
+        self._held: list[tuple[socket.socket, Summary | None]] = []
+        self._ledger = Ledger()
+        self._inside: dict[int, list[logging.LogRecord]] = {}
+        self._warned_at = -_WARN_EVERY
+        self._emf_warned = False
+
+    @property
+    def address(self) -> str:
+        """The daemon's address (the first one looked at)."""
+        return self.addresses[0]
+
+    @address.setter
+    def address(self, address: str) -> None:  # SocketHandler.__init__ sets it
+        self.addresses = (address,)
 
     @override
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)
-        return f"<{type(self).__name__} {protocol.display_address(self.address)} ({level})>"
+        where = " or ".join(map(protocol.display_address, self.addresses))
+        return f"<{type(self).__name__} {where} ({level})>"
 
     @override
     def makeSocket(self, timeout: float = 1) -> socket.socket:
-        """Connect to the daemon and return a non-blocking socket.
-
-        When the listen backlog is full, wait up to ``timeout`` seconds for
-        room (0: not at all), then raise BlockingIOError.
-        """
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-        try:
-            sock.connect(self.address)  # AF_UNIX: connected at once, or EAGAIN
-        except BlockingIOError:
-            sock.close()
-            if timeout <= 0:
-                raise
-            return self._connect_when_room(timeout)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
-    def _connect_when_room(self, timeout: float) -> socket.socket:
-        # A blocking connect() waits in the kernel for room, up to SO_SNDTIMEO,
-        # taken in short slices so that a late timer cannot stretch the wait.
-        deadline = time.monotonic() + timeout
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BlockingIOError(errno.EAGAIN, "no room in the listen backlog")  # noqa: TRY301
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(min(left, _SLICE)))
-                try:
-                    sock.connect(self.address)
-                    break
-                except BlockingIOError:
-                    continue
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        """A socket connected to the daemon, waiting up to ``timeout``
+        seconds for room when its listen backlog is full."""
+        return _connect.connect(self.addresses, time.monotonic() + timeout, self.daemon_uid)  # type: ignore[return-value]  # the C base class, same methods
 
     @override
     def makePickle(self, record: logging.LogRecord) -> bytes:
         """The request for one record: its formatted text, stamped with the
-        time the record was created."""
+        time the record was created (or now, if CloudWatch would discard that)."""
         if self.formatter is None and not (record.exc_info or record.exc_text or record.stack_info):
             text = record.message = record.getMessage()  # what the default formatter gives
         else:
             text = self.format(record)
-        request, cut = protocol.encode_event(text, int(record.created * 1000))
-        if cut:
-            with self._state:
-                self.truncated += 1
+        if "_aws" in record.__dict__ and not self._emf_warned and '"_aws"' not in text:
+            self._warn_emf()
+        return self._encode(text, record.created)
+
+    def _encode(self, text: str, created: object) -> bytes:
+        timestamp, restamped = protocol.stamp(created, time.time())
+        request, cut = protocol.encode_event(text, timestamp)
+        if cut or restamped:
+            with self._lock:
+                self.truncated += bool(cut)
+                self.restamped += restamped
         return request
 
-    @override
-    def send(self, s: bytes) -> None:  # type: ignore[override]  # bytes only
-        """Deliver one request and read the daemon's reply, within the timeout.
-
-        Raises OSError (TimeoutError when the daemon did not answer in time)
-        or an exception of its own when the daemon refuses the event.
-        """
-        self._deliver(s, time.monotonic() + self.timeout)
-
-    def _deliver(
-        self, request: bytes, deadline: float, sock: socket.socket | None = None, reports: int = 0
-    ) -> None:
-        if sock is None:
-            sock = self.makeSocket(deadline - time.monotonic())
-        kept = False
+    def _request(self, record: logging.LogRecord) -> tuple[logging.LogRecord, bytes]:
+        """The record (or the stand-in of one that cannot be formatted) and
+        its request."""
         try:
-            if self.daemon_uid is not None:
-                self._check_listener(sock)
-            sent = sock.send(request)  # all of it, unless over the socket buffer
-            if sent < len(request):
-                sock.settimeout(max(deadline - time.monotonic(), 1e-6))
-                sock.sendall(memoryview(request)[sent:])  # whole, or closed at once
-                sock.setblocking(False)  # so that a late reply is read without waiting
-            reply = b""
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            while not reply.endswith(b"\n"):
-                left = deadline - time.monotonic()
-                if left <= 0 or not poller.poll(math.ceil(left * 1000)):
-                    self._hold(sock, reports)  # the daemon has it: never hang up before its reply
-                    kept = True
-                    msg = f"no reply within {self.timeout} s"
-                    raise TimeoutError(msg)
-                chunk = sock.recv(512)
-                if not chunk:
-                    msg = "the daemon closed the connection without a reply"
-                    raise _Refused(msg)
-                reply += chunk
-        finally:
-            if not kept:
-                sock.close()
-        if not reply.startswith(_OK):  # anything but an acknowledgement is decoded in full
-            answer = protocol.decode_reply(reply)
-            if isinstance(answer, protocol.Error):
-                raise _Refused(answer.message)
-
-    def _check_listener(self, sock: socket.socket) -> None:
-        """Any local process can bind an abstract name first: send nothing
-        to a listener that does not run as ``daemon_uid``."""
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-        pid, uid, _ = _PEERCRED.unpack(creds)
-        if uid != self.daemon_uid:
-            msg = f"the listener (pid {pid}) runs as uid {uid}, not daemon_uid {self.daemon_uid}"
-            raise PermissionError(msg)
-
-    def _hold(self, sock: socket.socket, reports: int) -> None:
-        with self._state:
-            if len(self._pending) >= _MAX_PENDING:
-                self._pending.pop(0)[0].close()
-            self._pending.append((sock, reports))
-
-    def _reap(self) -> bool:
-        """Close the waiting requests whose reply (or hang-up) came; True if
-        any did: the daemon answers again.  Never blocks."""
-        answered = False
-        for held in list(self._pending):
-            sock, reports = held
+            return record, self.makePickle(record)
+        except Exception as error:  # e.g. a format string that does not fit its args
+            self.handleError(record)  # the standard report, if logging.raiseExceptions
+            record = _stand_in(record, error)
             try:
-                if sock.recv(512).startswith(_OK):
-                    self._missed = max(0, self._missed - reports)  # a late summary
-            except BlockingIOError:
-                continue
-            except OSError:
-                pass
-            sock.close()
-            self._pending.remove(held)
-            answered = True
-        return answered
-
-    def _drop_pending(self) -> None:
-        for sock, _ in self._pending:
-            sock.close()
-        self._pending = []
-
-    def _after_fork_in_child(self) -> None:
-        # The child's own counts; the parent reads the replies it waits for.
-        self._state = threading.RLock()
-        self._drop_pending()
-        self.delivered = self.undelivered = self.truncated = self._missed = 0
-        self._summary_busy = False
-
-    def _connect_if_room(self) -> socket.socket | None:
-        """During a backoff with no request waiting (the listen backlog was
-        full): a connection if one can be had at once, else None."""
-        if self._pending:
-            return None
-        try:
-            return self.makeSocket(0)
-        except OSError:
-            return None
+                text = self.format(record)  # the formatter's shape (JSON, say), if it can
+            except Exception:
+                text = record.msg
+            return record, self._encode(text, record.created)
 
     @override
     def handle(self, record: logging.LogRecord) -> bool:
         """Filter and emit the record without holding the handler's lock
         across the round trip: threads that share the handler each wait for
         their own reply only, so the timeout bounds every logging call."""
-        return _handle_unlocked(self, record)
+        if self.filters:
+            kept: object = self.filter(record)
+            if not kept:
+                return False
+            if isinstance(kept, logging.LogRecord):  # Python 3.12+: a filter may replace it
+                record = kept
+        self.emit(record)
+        return True
 
     @override
     def emit(self, record: logging.LogRecord) -> None:
         """Send the record; if the daemon does not acknowledge it, hand it to
-        the fallback and count it.  Never raises."""
+        the fallback and count it.  Never raises, but for a BaseException
+        that is not an Exception (KeyboardInterrupt from a signal handler,
+        say), once the record is counted and in the fallback."""
+        thread = threading.get_ident()
+        later = self._inside.get(thread)
+        if later is not None:  # a signal handler, or a formatter, logging from inside
+            later.append(record)
+            return
+        self._inside[thread] = later = []
         try:
-            request = self.makePickle(record)
-        except Exception as error:  # e.g. a format string that does not fit its args
-            self.handleError(record)  # the standard report, if logging.raiseExceptions
-            record = _stand_in(record, error)
-            request, _ = protocol.encode_event(record.msg, int(record.created * 1000))
-        sock = summary = None
-        # Unlocked reads are enough to see that nothing is amiss (the usual case).
-        if self._pending or self._missed or self.retryTime is not None:
-            sock, summary, done = self._before_sending(record)
-            if done:
-                return
-        deadline = time.monotonic() + self.timeout  # for this whole call
-        try:
-            if summary is not None:
-                self._send_summary(*summary, deadline, sock)
-                sock = None
-            self._deliver(request, deadline, sock)
-        except Exception as error:  # OSError, TimeoutError, _Refused, ProtocolError
-            with self._state:
-                if isinstance(error, (BlockingIOError, TimeoutError, socket.timeout)):
-                    self._back_off()  # hung: stop blocking callers for a while
-                else:
-                    self.retryTime = None  # it answered, or is absent: cheap to retry
-                if not isinstance(error, (_Refused, protocol.ProtocolError)):
-                    self._summary_due = 0.0  # unreachable: the summary goes first on return
-                self._warn(f"{type(error).__name__}: {error}")
-                self._undelivered(record)
-        else:
-            with self._state:
-                self.delivered += 1
-                self.retryTime = None
+            self._emit(record)
+            while later:
+                self._emit(later.pop(0))
+        finally:
+            del self._inside[thread]
+            while later:  # added after the last look
+                self.emit(later.pop(0))
 
-    def _before_sending(
-        self, record: logging.LogRecord
-    ) -> tuple[socket.socket | None, tuple[bytes, int] | None, bool]:
-        """Read late replies, honour a backoff, decide on a summary: the
-        connection to use (None: a new one), the summary to send first, and
-        whether the record is already dealt with (sent to the fallback)."""
-        sock = summary = None
-        with self._state:
-            answered = bool(self._pending) and self._reap()
-            if not answered and self._backing_off():
-                sock = self._connect_if_room()
-                if sock is None:  # still hung: do not block the caller
-                    self._undelivered(record)
-                    return None, None, True
-            if self._missed and self._summary_wanted():
-                summary = self._summary()
-        return sock, summary, False
+    def _emit(self, record: logging.LogRecord) -> None:
+        request = None
+        try:
+            record, request = self._request(record)
+            self.send(request)
+            return
+        except (OSError, _Refused, _BackingOff, protocol.ProtocolError) as error:
+            reason: BaseException = error
+        except Exception as error:  # a fault of this handler's own: still not lost
+            self.handleError(record)
+            reason = error
+        except BaseException as error:  # KeyboardInterrupt from a signal handler, say
+            self._undelivered(record, request, error)
+            raise
+        self._undelivered(record, request, reason)
+
+    @override
+    def send(self, s: bytes) -> None:  # type: ignore[override]  # bytes only
+        """Deliver one request and read the daemon's acknowledgement within
+        the timeout; raise when it is not acknowledged."""
+        deadline = time.monotonic() + self.timeout
+        sock = None
+        # Unlocked reads are enough to see that nothing is amiss (the usual case).
+        if self._held or self._stall is not None or self._ledger.owes():
+            sock = self._before_sending(deadline)
+        self._deliver(s, deadline, sock)
+        with self._lock:
+            self.delivered += 1
+            self._stall = self.retryTime = None
+
+    def _before_sending(self, deadline: float) -> socket.socket | None:
+        """Read late replies, honour a backoff, send the summary if one is
+        due; return the connection to use (None: a new one)."""
+        self._reap()
+        sock = None
+        with self._lock:
+            stall = self._stall if self._backing_off() else None
+        if stall == _HUNG:
+            raise _BackingOff(self._stall)
+        if stall == _FULL:  # is there room now? Asking costs microseconds
+            try:
+                sock = self.makeSocket(0)
+            except OSError:
+                raise _BackingOff(self._stall) from None
+        with self._lock:
+            summary = self._ledger.claim(time.monotonic())
+        if summary is not None:
+            self._send_summary(summary, deadline, sock)
+            sock = None
+        return sock
 
     def _backing_off(self) -> bool:
         return self.retryTime is not None and time.monotonic() < self.retryTime
 
-    def _back_off(self) -> None:
-        """After a timeout (a hung daemon), stop blocking callers for a while.
+    def _deliver(self, request: bytes, deadline: float, sock: socket.socket | None = None) -> None:
+        if sock is None:
+            sock = self.makeSocket(deadline - time.monotonic())
+        try:
+            reply = _connect.exchange(sock, request, deadline)
+        except OSError as error:
+            if _connect.is_timeout(error):
+                self._hold(sock, None)
+            else:
+                sock.close()
+            raise
+        except BaseException:
+            sock.close()
+            raise
+        sock.close()
+        if not reply.startswith(_OK):  # anything but an acknowledgement is decoded in full
+            answer = protocol.decode_reply(reply)
+            if isinstance(answer, protocol.Error):
+                raise _Refused(answer.message)
 
-        Refused or missing daemons are cheap to detect and are retried at
-        once, so their return is noticed by the next record.
-        """
+    def _send_summary(self, summary: Summary, deadline: float, sock: socket.socket | None) -> None:
+        """Tell the daemon how many records it missed, and when.  If it
+        refuses, the record is tried anyway; if it does not answer in time,
+        the summary is settled by its late reply."""
+        event = (
+            f'{{"type": "audit", "subtype": "cwlogger.undelivered", '
+            f'"undelivered": {summary.records}, "first": "{_iso_ms(summary.first)}", '
+            f'"last": "{_iso_ms(summary.last)}", "pid": {os.getpid()}}}'
+        )
+        request, _ = protocol.encode_event(event, int(time.time() * 1000))
+        delivered = False
+        try:
+            if sock is None:
+                sock = self.makeSocket(deadline - time.monotonic())
+            reply = _connect.exchange(sock, request, deadline)
+        except OSError as error:
+            if sock is not None and _connect.is_timeout(error):
+                self._hold(sock, summary)  # settled by its late reply
+                raise
+            if sock is not None:
+                sock.close()
+            self._settle(summary, delivered=False)
+            if isinstance(error, ConnectionResetError):
+                return  # the daemon hung up on it: try the record anyway
+            raise
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            self._settle(summary, delivered=False)
+            raise
+        sock.close()
+        delivered = reply.startswith(_OK)
+        self._settle(summary, delivered=delivered)
+
+    def _settle(self, summary: Summary, *, delivered: bool) -> None:
+        with self._lock:
+            self._ledger.settle(summary, delivered=delivered)
+
+    def _hold(self, sock: socket.socket, summary: Summary | None) -> None:
+        """Keep a request that got no reply in time open for its late reply."""
+        sock.settimeout(0.0)  # its reply is read later without waiting
+        with self._lock:
+            self._held.append((sock, summary))
+            dropped = self._held.pop(0) if len(self._held) > _MAX_HELD else None
+            if dropped is not None and dropped[1] is not None:
+                self._ledger.settle(dropped[1], delivered=False)
+        if dropped is not None:
+            dropped[0].close()
+
+    def _reap(self, wait_until: float | None = None) -> None:
+        """Read the late replies that came (waiting until ``wait_until`` for
+        them, if given); a reply from a hung daemon ends its stall."""
+        with self._lock:
+            held, self._held = self._held, []
+        if not held:
+            return
+        waiting: list[tuple[socket.socket, Summary | None]] = []
+        settled: list[tuple[Summary, bool]] = []
+        for sock, summary in held:
+            try:
+                if wait_until is not None:
+                    sock.settimeout(max(wait_until - time.monotonic(), 1e-9))
+                reply = sock.recv(512)
+            except OSError as error:
+                if isinstance(error, BlockingIOError) or _connect.is_timeout(error):
+                    waiting.append((sock, summary))
+                    continue
+                reply = b""
+            sock.close()
+            if summary is not None:
+                settled.append((summary, reply.startswith(_OK)))
+        with self._lock:
+            self._held = waiting + self._held
+            for summary, delivered in settled:
+                self._ledger.settle(summary, delivered=delivered)
+            if len(waiting) < len(held) and self._stall == _HUNG:
+                self._stall = self.retryTime = None  # it answers again
+
+    def _undelivered(
+        self, record: logging.LogRecord, request: bytes | None, error: BaseException
+    ) -> None:
+        """Count the record, note what the failure says about the daemon,
+        and hand the record to the fallback."""
+        timestamp = (
+            protocol.timestamp_of(request)
+            if request is not None
+            else protocol.stamp(record.created, time.time())[0]
+        )
+        now = time.monotonic()
+        with self._lock:
+            self.undelivered += 1
+            unreachable = True
+            if isinstance(error, BlockingIOError):
+                self._back_off(_FULL)
+            elif isinstance(error, OSError) and _connect.is_timeout(error):
+                self._back_off(_HUNG)
+            elif isinstance(error, (_Refused, protocol.ProtocolError)):
+                self._stall = self.retryTime = None  # it answers: no backoff
+                unreachable = False  # so summaries come at most once a second
+            elif isinstance(error, OSError):  # absent: cheap to try with the next record
+                self._stall = self.retryTime = None
+            elif not isinstance(error, _BackingOff):  # a fault of ours, an interrupt
+                unreachable = False
+            self._ledger.add(timestamp, unreachable=unreachable)
+            warn = now - self._warned_at >= _WARN_EVERY and not isinstance(error, _BackingOff)
+            if warn:
+                self._warned_at = now
+        self._to_fallback(record)
+        if warn:
+            self._warn(f"{type(error).__name__}: {error}")
+
+    def _back_off(self, stall: str) -> None:
+        """Stop blocking callers for a while: 1 s, doubling, at most 30 s."""
         if self.retryTime is None:
             self.retryPeriod = self.retryStart
         else:
             self.retryPeriod = min(self.retryPeriod * self.retryFactor, self.retryMax)
         self.retryTime = time.monotonic() + self.retryPeriod
-
-    def _undelivered(self, record: logging.LogRecord) -> None:
-        self.undelivered += 1
-        if not self._missed:
-            self._missed_since = record.created
-        self._missed += 1
-        self._missed_until = record.created
-        self._to_fallback(record)
-
-    def _send_summary(
-        self, request: bytes, count: int, deadline: float, sock: socket.socket | None
-    ) -> None:
-        """Tell the daemon how many records it missed, and when: first thing
-        when it is reachable again, else once a second at most (it may be
-        refusing some records).  If it refuses, the record is tried anyway."""
-        try:
-            self._deliver(request, deadline, sock, reports=count)
-        except _Refused:
-            return
-        else:
-            with self._state:
-                self._missed = max(0, self._missed - count)
-        finally:
-            self._summary_busy = False
-
-    def _summary_wanted(self) -> bool:
-        # Not while another is on its way, nor while one waits for a late
-        # reply: the counts would overlap.
-        return (
-            not self._summary_busy
-            and time.monotonic() >= self._summary_due
-            and not any(reports for _, reports in self._pending)
-        )
-
-    def _summary(self) -> tuple[bytes, int]:
-        """The event that tells the daemon how many records it missed, when;
-        the caller sends it (no other thread sends one meanwhile)."""
-        self._summary_due = time.monotonic() + _SUMMARY_EVERY
-        self._summary_busy = True
-        summary = {
-            "type": "audit",
-            "subtype": "cwlogger.undelivered",
-            "undelivered": self._missed,
-            "first": _iso(self._missed_since),
-            "last": _iso(self._missed_until),
-            "pid": os.getpid(),
-        }
-        request, _ = protocol.encode_event(json.dumps(summary), int(time.time() * 1000))
-        return request, self._missed
+        self._stall = stall
 
     def _to_fallback(self, record: logging.LogRecord) -> None:
         fallback = self.fallback
@@ -460,52 +476,70 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             pass  # already counted; there is nowhere left to put it
 
     def _warn(self, text: str) -> None:
-        """Say on stderr why records are not delivered, once a minute at
-        most (never through logging: this handler may be on the root)."""
-        now = time.monotonic()
-        if now - self._warned_at < _WARN_EVERY or sys.stderr is None:
-            return
-        self._warned_at = now
-        where = protocol.display_address(self.address)
-        try:  # noqa: SIM105  # contextlib costs an import
-            sys.stderr.write(
-                f"globus.cwlogger: records to {where} are not acknowledged ({text}); "
-                f"they go to the fallback ({self.undelivered} so far)\n"
-            )
-        except Exception:  # nowhere left to say it
-            pass
+        """Say on stderr why records are not delivered (never through
+        logging: this handler may be on the root logger)."""
+        where = " or ".join(map(protocol.display_address, self.addresses))
+        _say(
+            f"globus.cwlogger: records to {where} are not acknowledged ({text}); "
+            f"they go to the fallback ({self.undelivered} so far)"
+        )
+
+    def _warn_emf(self) -> None:
+        self._emf_warned = True
+        name = type(self.formatter).__name__
+        _say(
+            f"globus.cwlogger: a record carries emf() metrics, but its formatter "
+            f"({name}) does not write them: CloudWatch gets no metric; use "
+            f"globus.cwlogger.JSONFormatter"
+        )
 
     @override
     def close(self) -> None:
-        """Release the handler; closing it twice is harmless.
+        """Release the handler; closing it again is harmless and instant.
 
-        Requests still waiting for a late reply get one more timeout to
-        receive it (the daemon never sees a client leave before its reply
-        unless it stays hung that long).  Otherwise, if records went to the
-        fallback since the last summary, the daemon gets one now, within the
+        Requests held for a late reply get up to one timeout to receive it
+        (the daemon never sees a client leave before its reply unless it
+        stays hung that long).  Otherwise, if records went to the fallback
+        since the last summary, the daemon gets one now, within the same
         timeout, unless the handler is backing off from a hung daemon.
+        The handler stays usable: a record logged after close is sent too.
         """
-        deadline = time.monotonic() + self.timeout
+        with self._lock:
+            closed, self._closed = self._closed, True
         summary = None
-        with self._state:
-            answered = self._reap()
-            if self._pending:  # they get the timeout, and no summary follows them
-                while self._pending and (left := deadline - time.monotonic()) > 0:
-                    poller = select.poll()
-                    for sock, _ in self._pending:
-                        poller.register(sock, select.POLLIN)
-                    poller.poll(math.ceil(left * 1000))
-                    self._reap()
-            elif self._missed and not self._summary_busy and (answered or not self._backing_off()):
-                summary = self._summary()
-        if summary is not None:
-            try:  # noqa: SIM105  # contextlib costs an import
-                self._send_summary(*summary, deadline, None)
-            except Exception:  # the records are in the fallback already
-                pass
-        with self._state:
-            self._drop_pending()  # what is still unanswered is not waited for
+        if not closed:  # the first close waits; a second one lets go at once
+            deadline = time.monotonic() + self.timeout
+            self._reap(wait_until=deadline)
+            with self._lock:
+                hung = bool(self._held) or (self._stall == _HUNG and self._backing_off())
+                # Due or not: there is no later.
+                summary = None if hung else self._ledger.claim(math.inf)
+            if summary is not None:
+                try:  # noqa: SIM105  # contextlib costs an import
+                    self._send_summary(summary, deadline, None)
+                except Exception:  # the records are in the fallback already
+                    pass
+        with self._lock:
+            held, self._held = self._held, []
+        for sock, _ in held:  # still no reply: let go
+            sock.close()
         super().close()
+
+    def _after_fork_in_child(self) -> None:
+        # The child's own counts; the parent reads the replies it waits for.
+        held = self._held
+        self._lock = threading.Lock()
+        self._reset()
+        for sock, _ in held:
+            sock.close()
+
+
+def _say(line: str) -> None:
+    try:
+        if sys.stderr is not None:
+            sys.stderr.write(line + "\n")
+    except Exception:  # nowhere left to say it
+        pass
 
 
 if TYPE_CHECKING:

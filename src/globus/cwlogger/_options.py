@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["MAX_TIMEOUT", "check_fallback", "check_timeout", "check_uid"]
+__all__ = [
+    "MAX_TIMEOUT",
+    "check_choice",
+    "check_count",
+    "check_fallback",
+    "check_timeout",
+    "check_uid",
+]
 
 #: The longest timeout, in seconds: what poll(2) can wait (INT_MAX ms).
 MAX_TIMEOUT = 2_147_483.647
@@ -54,3 +61,20 @@ def check_uid(uid: object) -> int | None:
         msg = f"daemon_uid must be non-negative: {uid!r}"
         raise ValueError(msg)
     return uid
+
+
+def check_count(name: str, count: object) -> int:
+    if not isinstance(count, int) or isinstance(count, bool):
+        msg = f"{name} must be an int, not {type(count).__name__}: {count!r}"
+        raise TypeError(msg)
+    if count < 1:
+        msg = f"{name} must be at least 1: {count!r}"
+        raise ValueError(msg)
+    return count
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        msg = f"{name} must be one of {', '.join(map(repr, choices))}: {value!r}"
+        raise ValueError(msg)
+    return value

@@ -1,75 +1,162 @@
 """GlobusQueueHandler: the socket work off the caller's thread.
 
-A queue and the standard library's ``QueueListener``, wired to a
-:class:`GlobusSocketHandler` and started and stopped with the handler's own
-life, so that nothing is lost at interpreter exit or in a forked child.  It
-is not a ``QueueHandler`` subclass: dictConfig on Python 3.12 would demand a
-``handlers`` key for one.
+A logging call formats the record and puts it on a queue; a background
+thread hands it to a :class:`GlobusSocketHandler` (the ``target``).  What
+keeps a record from being lost on the way:
+
+- ``_sync``: after ``close()``, and in forked children when asked
+  (``children="sync"``), records go through the target in the caller's
+  thread.  A caller that queued a record while ``close()`` swept the queue
+  sees ``_sync`` set after its put and sweeps the queue itself.
+- the exits that skip ``logging.shutdown``: children of ``multiprocessing``
+  and ``concurrent.futures`` end with ``os._exit`` after
+  ``threading._shutdown()`` (its ``_register_atexit`` hooks run), billiard's
+  processes after multiprocessing's finalizers, Celery's prefork workers
+  after its ``worker_process_shutdown`` signal.  Each closes the handler,
+  as ``logging.shutdown`` would.  A child that calls ``os._exit`` with none
+  of these cannot be helped: ``children="sync"`` is for it.
+- ``close()`` has one deadline: the queue gets ``timeout`` seconds to drain
+  and the record being sent one more; what is left then goes to the
+  fallback, counted; then the target closes (one more timeout at most for
+  late replies).  So closing takes at most three times the timeout.
+- the queue is bounded (``max_queue`` records): a record over the bound goes
+  to the fallback, counted, instead of growing memory without end.
 """
 
 from __future__ import annotations
 
 import logging
-import logging.handlers
-from queue import SimpleQueue
-from typing import Any
+import os
+import sys
+import threading
+import time
+from queue import Empty, SimpleQueue
 
-from ._handler import GlobusSocketHandler, _handle_unlocked, _live
+from ._handler import DEFAULT_TIMEOUT, Fallback, GlobusSocketHandler, _live, _stand_in
+from ._options import check_choice, check_count
 from ._typing import override
 
-__all__ = ["GlobusQueueHandler"]
+TYPE_CHECKING = False  # without importing typing: see _typing.py
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Literal, Union
+
+    from typing_extensions import TypeAlias
+
+    _Item: TypeAlias = Union[logging.LogRecord, threading.Event, None]
+
+__all__ = ["DEFAULT_MAX_QUEUE", "GlobusQueueHandler"]
+
+#: Records a GlobusQueueHandler holds at most, unless told otherwise.
+DEFAULT_MAX_QUEUE = 100_000
+
+_STOP = None  # tells the thread to stop, once what came before it is sent
+
+
+class QueueFull(Exception):
+    """The record was not queued: the queue holds ``max_queue`` records."""
+
+
+class ClosedBeforeSent(Exception):
+    """The record was still queued when ``close()``'s deadline ran out."""
 
 
 class GlobusQueueHandler(logging.Handler):
     """Queue each record and deliver it from a background thread.
 
-    Takes the same keywords as :class:`GlobusSocketHandler` (``host``,
-    ``timeout``, ``fallback``), which it builds as :attr:`target`.  A logging
-    call costs a format and a queue put.  ``close()`` (which
-    ``logging.shutdown`` calls at exit) waits until every queued record was
-    delivered or handed to the fallback.
+    Takes the arguments of :class:`GlobusSocketHandler`, which it builds as
+    :attr:`target` (its counters tell what happened to each record), and:
+    ``max_queue``, the most records it holds (more go to the fallback,
+    counted); ``children``, what a forked child does: ``"queue"`` (its own
+    queue and thread) or ``"sync"`` (send in the logging call, for children
+    that end with a bare ``os._exit``).  A logging call costs a format and
+    a queue put.  :meth:`flush` waits for what is queued; :meth:`close`
+    (which ``logging.shutdown`` calls at exit) delivers it, within at most
+    three times the timeout.
     """
 
     #: The handler that does the sending; its counters tell what happened.
     target: GlobusSocketHandler
-    #: The records on their way to :attr:`target`.
-    queue: SimpleQueue[logging.LogRecord]
+    #: The most records the queue holds.
+    max_queue: int
+    #: What a forked child does: its own queue and thread, or send at once.
+    children: Literal["queue", "sync"]
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        host: str | os.PathLike[str] | None = None,
+        port: None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        fallback: Fallback = "stderr",
+        daemon_uid: int | None = None,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        children: Literal["queue", "sync"] = "queue",
+    ) -> None:
+        self.max_queue = check_count("max_queue", max_queue)
+        self.children = check_choice("children", children, ("queue", "sync"))  # type: ignore[assignment]  # one of the two
         # Built first, so logging.shutdown (newest first) closes it after us.
-        self.target = GlobusSocketHandler(**kwargs)
+        self.target = GlobusSocketHandler(
+            host, port, timeout=timeout, fallback=fallback, daemon_uid=daemon_uid
+        )
         super().__init__()
-        self.queue = SimpleQueue()
-        self._listener: logging.handlers.QueueListener | None = None
+        self._sync = False
+        self._closed = False
         self._start()
         _live.add(self)
+        _hook_exits()
 
     def _start(self) -> None:
-        self._listener = logging.handlers.QueueListener(self.queue, self.target)
-        self._listener.start()
+        self._queue: SimpleQueue[_Item] = SimpleQueue()
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._drain, args=(self._queue,), name="GlobusQueueHandler", daemon=True
+        )
+        self._thread.start()
 
-    def _after_fork_in_child(self) -> None:
-        # The listener thread did not survive the fork, and the queue's locks
-        # may be held by it: a fresh queue and thread (the parent still
-        # delivers what it had queued).
-        if self._listener is not None:
-            self.queue = SimpleQueue()
-            self._start()
+    def _drain(self, queue: SimpleQueue[_Item]) -> None:
+        handle = self.target.handle
+        while not self._stopping:
+            item = queue.get()
+            if item is _STOP:
+                return
+            if isinstance(item, threading.Event):  # flush() waits for it
+                item.set()
+            else:
+                handle(item)
 
     @override
     def handle(self, record: logging.LogRecord) -> bool:
-        """Filter and queue the record (the queue is thread-safe: no lock)."""
-        return _handle_unlocked(self, record)
+        """Filter and queue the record (the queue needs no lock)."""
+        if self.filters:
+            kept: object = self.filter(record)
+            if not kept:
+                return False
+            if isinstance(kept, logging.LogRecord):  # Python 3.12+: a filter may replace it
+                record = kept
+        self.emit(record)
+        return True
 
     @override
     def emit(self, record: logging.LogRecord) -> None:
-        """Queue the record; never raises."""
+        """Queue the record (or send it, once closed); never raises."""
         try:
             prepared = self.prepare(record)
-        except Exception:  # a format string that does not fit its args, say
+        except Exception as error:  # a format string that does not fit its args, say
             self.handleError(record)  # the standard report, if logging.raiseExceptions
-            prepared = record  # and the target sends an event saying what failed
-        self.queue.put(prepared)
+            prepared = _stand_in(record, error)
+            try:  # noqa: SIM105  # contextlib costs an import
+                prepared = self.prepare(prepared)  # the formatter's shape, if it can
+            except Exception:
+                pass
+        if self._sync:
+            self.target.handle(prepared)
+        elif self._queue.qsize() >= self.max_queue:
+            self.target._undelivered(prepared, None, QueueFull(self.max_queue))
+        else:
+            self._queue.put(prepared)
+            if self._sync:  # closed meanwhile: its sweep may have come before our put
+                self._sweep(self.target.handle)  # type: ignore[unreachable]  # another thread sets it
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         """Format in the caller's thread (arguments may change later) and
@@ -81,15 +168,109 @@ class GlobusQueueHandler(logging.Handler):
         prepared.args = prepared.exc_info = prepared.exc_text = prepared.stack_info = None
         return prepared
 
+    def _sweep(self, dispose: Callable[[logging.LogRecord], object]) -> None:
+        """Take every record left on the queue and hand it to ``dispose``."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except Empty:
+                return
+            if isinstance(item, threading.Event):
+                item.set()
+            elif item is not _STOP:
+                dispose(item)
+
+    @override
+    def flush(self) -> None:
+        """Wait, at most the timeout, until every record queued before this
+        call was delivered or handed to the fallback."""
+        if not self._sync and self._thread.is_alive():
+            done = threading.Event()
+            self._queue.put(done)
+            done.wait(self.target.timeout)
+
     @override
     def close(self) -> None:
-        """Deliver what is queued, then stop; closing twice is harmless."""
-        self.acquire()
-        try:
-            listener, self._listener = self._listener, None
-        finally:
-            self.release()
-        if listener is not None:
-            listener.stop()  # drains the queue
-        self.target.close()
+        """Deliver what is queued, within the deadline, then stop; records
+        logged later are sent in the logging call.  Closing twice is harmless."""
+        with _closing:
+            closed, self._closed = self._closed, True
+        if not closed:
+            timeout = self.target.timeout
+            deadline = time.monotonic() + timeout
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            self._stopping = True  # after the record it is sending, if any
+            self._thread.join(max(0.0, deadline + timeout - time.monotonic()))
+            self._sync = True
+            self._sweep(lambda record: self._send_by(deadline, record))
+            self.target.close()
         super().close()
+
+    def _send_by(self, deadline: float, record: logging.LogRecord) -> None:
+        if time.monotonic() < deadline:
+            self.target.handle(record)
+        else:
+            self.target._undelivered(record, None, ClosedBeforeSent("close() ran out of time"))
+
+    def _after_fork_in_child(self) -> None:
+        # The thread did not survive the fork, and the queue's lock may be
+        # held by it: a fresh queue (the parent delivers what it had queued).
+        if self._closed:
+            return
+        if self.children == "sync":
+            self._queue = SimpleQueue()
+            self._sync = True
+        else:
+            self._start()
+        _hook_exits()
+
+
+_closing = threading.Lock()  # a few assignments only
+
+
+class _Exits:
+    """The exit paths hooked in this process (an object multiprocessing can
+    hold a weak reference to)."""
+
+    def __init__(self) -> None:
+        self.hooked: set[str] = set()
+
+
+_exits = _Exits()
+
+
+def _close_all(*_: object, **__: object) -> None:
+    for handler in list(_live):
+        if isinstance(handler, GlobusQueueHandler):
+            handler.close()
+
+
+def _hook_exits() -> None:
+    """Close every queue handler on the exit paths that skip ``logging.shutdown``."""
+    hooked = _exits.hooked
+    if "threading" not in hooked:
+        hooked.add("threading")
+        register = getattr(threading, "_register_atexit", None)
+        if register is not None:
+            try:  # noqa: SIM105  # contextlib costs an import
+                register(_close_all)  # threading._shutdown() runs it
+            except RuntimeError:  # already shutting down
+                pass
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and "multiprocessing" not in hooked:
+        hooked.add("multiprocessing")
+        util.Finalize(None, _close_all, exitpriority=100)
+        # A process's bootstrap clears the finalizers its parent left it.
+        util.register_after_fork(_exits, _rehook_multiprocessing)
+    signals = sys.modules.get("celery.signals")
+    if signals is not None and "celery" not in hooked:
+        hooked.add("celery")
+        signals.worker_process_shutdown.connect(
+            _close_all, weak=False, dispatch_uid="globus.cwlogger"
+        )
+
+
+def _rehook_multiprocessing(exits: _Exits) -> None:
+    exits.hooked.discard("multiprocessing")
+    _hook_exits()

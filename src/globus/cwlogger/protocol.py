@@ -38,6 +38,7 @@ __all__ = [
     "parse_address",
     "restamp",
     "stamp",
+    "timestamp_of",
 ]
 
 #: Where the daemon listens: a Linux abstract socket name.
@@ -91,9 +92,11 @@ def fit_message(message: str) -> tuple[str, int]:
         data = message.encode("utf-8")
     if len(data) <= MAX_MESSAGE_BYTES:
         return message, 0
-    # The marker can only shrink as the count it holds shrinks, so budgeting
-    # for the largest possible count keeps the result within the limit.
+    # Keep as much as fits beside the marker of what is cut.  Budgeting for
+    # the largest count fits; each shorter count frees room to keep more.
     keep = MAX_MESSAGE_BYTES - len(_cut_marker(len(data)))
+    while (more := MAX_MESSAGE_BYTES - len(_cut_marker(len(data) - keep))) > keep:
+        keep = more
     head = data[:keep].decode("utf-8", "ignore")  # drops a split character
     cut = len(data) - len(head.encode("utf-8"))
     return head + _cut_marker(cut), cut
@@ -135,14 +138,19 @@ def stamp(created: object, now: float) -> tuple[int, bool]:
     return int(now * 1000), True
 
 
+def timestamp_of(request: bytes) -> int:
+    """The timestamp of a request made by :func:`encode_event`."""
+    return int(request[request.rindex(b": ") + 2 : -2])  # the last: JSON escapes a quote
+
+
 def restamp(request: bytes, now: float) -> tuple[bytes, bool]:
     """``request`` (made by :func:`encode_event`) stamped with ``now`` if
     CloudWatch would discard its timestamp, and whether it was."""
-    head, _, tail = request.rpartition(b', "timestamp": ')  # the last: JSON escapes a quote
-    timestamp, restamped = stamp(int(tail[:-2]) / 1000, now)
+    timestamp, restamped = stamp(timestamp_of(request) / 1000, now)
     if not restamped:
         return request, False
-    return b'%s, "timestamp": %d}\n' % (head, timestamp), True
+    head = request[: request.rindex(b": ") + 2]
+    return b"%s%d}\n" % (head, timestamp), True
 
 
 def _request(message: str, timestamp: int) -> bytes:

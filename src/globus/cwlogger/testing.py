@@ -9,7 +9,8 @@
 It speaks the daemon's protocol, answers one connection at a time, and
 enforces the same limits with the same replies.  ``behaviour`` makes it fail
 on purpose: ``"refuse"`` (error replies, as when its queue is full),
-``"hang"`` (read requests but answer only once the behaviour changes back),
+``"hang"`` (read requests but answer only once the behaviour changes, as
+it then answers),
 ``"close"`` (hang up without a reply) or ``"stall"`` (stop accepting, so the
 listen backlog fills); ``delay`` makes it slow.
 """
@@ -177,8 +178,8 @@ class LocalDaemon:
         while not self._stopping.is_set():
             if self.behaviour != "hang" and self._held:
                 held, self._held = self._held, []
-                for conn, request in held:
-                    self._reply(conn, request)
+                for conn, request in held:  # answered as it would answer now
+                    self._answer(conn, request)
             if self.behaviour == "stall":
                 time.sleep(0.02)
                 continue
@@ -202,10 +203,14 @@ class LocalDaemon:
         except OSError:
             pass
         self.requests.append(request)
-        behaviour = self.behaviour
-        if behaviour == "hang":
+        if self.behaviour == "hang":
             self._held.append((conn, request))
-        elif behaviour == "close" or not request.endswith(b"\n"):
+        else:
+            self._answer(conn, request)
+
+    def _answer(self, conn: socket.socket, request: bytes) -> None:
+        behaviour = self.behaviour
+        if behaviour == "close" or not request.endswith(b"\n"):
             conn.close()
         elif behaviour == "refuse":
             self._send(conn, _error("Exception('too many events in queue')"))
