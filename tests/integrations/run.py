@@ -151,16 +151,22 @@ class Run:
     def messages(self) -> list[str]:
         return [event.message for event in self.daemon.events]
 
-    def wait_until(self, what: str, done: Callable[[], bool]) -> None:
+    def wait_until(
+        self, what: str, done: Callable[[], bool], server: subprocess.Popen[bytes]
+    ) -> None:
+        """Wait until ``done()``, while ``server`` runs."""
         deadline = time.monotonic() + WAIT
         while not done():
+            if server.poll() is not None:
+                msg = f"the server exited with {server.returncode} before {what}"
+                raise CheckFailed(msg)
             if time.monotonic() > deadline:
                 msg = f"timed out waiting for {what}"
                 raise CheckFailed(msg)
             time.sleep(0.05)
 
-    def wait_for_listener(self, path: Path) -> None:
-        """Wait until something accepts connections on the Unix socket ``path``."""
+    def wait_for_listener(self, path: Path, server: subprocess.Popen[bytes]) -> None:
+        """Wait until ``server`` accepts connections on the Unix socket ``path``."""
 
         def listening() -> bool:
             with socket.socket(socket.AF_UNIX) as sock:
@@ -170,7 +176,7 @@ class Run:
                     return False
                 return True
 
-        self.wait_until(f"a listener on {path}", listening)
+        self.wait_until(f"a listener on {path}", listening, server)
 
     def settle(self) -> list[str]:
         """Once the processes are gone: every message that arrived."""
@@ -214,6 +220,11 @@ class Run:
         out.write(f"--- the {len(messages)} events that arrived (the last 100)\n")
         for message in messages[-100:]:
             out.write(f"    {message[:300]}\n")
+
+
+def _count(run: Run, text: str) -> int:
+    """How many of the events so far contain ``text``."""
+    return sum(text in message for message in run.messages())
 
 
 def ids(count: int) -> list[str]:
@@ -304,7 +315,7 @@ def serve(
     halfway; stop it; check each id reached the app's logger and the access
     log once."""
     server = run.start(*args)
-    run.wait_for_listener(sock)
+    run.wait_for_listener(sock, server)
     sent = ids(2 * REQUESTS)
     with ThreadPoolExecutor(4) as clients:
         list(clients.map(lambda uid: http_get(str(sock), f"/requests/{uid}"), sent[:REQUESTS]))
@@ -334,7 +345,7 @@ def check_gunicorn_dict(run: Run) -> None:
         # HUP: gunicorn reads its configuration again (dictConfig, a new
         # handler in the master) and replaces both workers.
         server.send_signal(signal.SIGHUP)
-        run.wait_until("the new workers", lambda: sum(BOOTED in m for m in run.messages()) >= 4)
+        run.wait_until("the new workers", lambda: _count(run, BOOTED) >= 4, server)
 
     events = serve(run, sock, args, between=reload)
     _check_gunicorn(events, workers=4)
@@ -371,6 +382,9 @@ def check_uvicorn(run: Run) -> None:
     expect_count(events, "uvicorn.error", "Started server process", 2)
     expect_count(events, "uvicorn.error", "Finished server process", 2)
     expect_count(events, "uvicorn.error", "Stopping parent process", 1)
+    if coloured := [e for e in events if "\x1b" in json.dumps(e, ensure_ascii=False)]:
+        msg = f"ANSI escapes in {coloured[0]}"
+        raise CheckFailed(msg)
 
 
 # --- Django: manage.py commands ---------------------------------------------
@@ -497,8 +511,7 @@ def check_celery(run: Run) -> None:
     run.run(sys.executable, "-c", CELERY_SEND, *sent)
     # Each task: received (worker), run and succeeded (a pool child).
     run.wait_until(
-        f"{TASKS} tasks to succeed",
-        lambda: sum("succeeded in" in m for m in run.messages()) >= TASKS,
+        f"{TASKS} tasks to succeed", lambda: _count(run, "succeeded in") >= TASKS, worker
     )
     run.stop(worker)
     events = run.settle_json()
@@ -510,22 +523,30 @@ def check_celery(run: Run) -> None:
 # --- structlog, through logging ---------------------------------------------
 
 STRUCTLOG_MAIN = """\
+import datetime
 import sys
+import uuid
 
 import structlog
 
 import logsetup  # the README's recipe: configures logging and structlog, logs its example
 
 log = structlog.get_logger("service")
+at = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
 for uid in sys.argv[2:]:
     structlog.contextvars.bind_contextvars(request_id=uid)
-    log.bind(user="alice").info("handled", path=f"/requests/{uid}", items=3)
+    # `name` and `process` are LogRecord attributes: extra= would refuse them.
+    log = log.bind(user="alice", name="bob")
+    log.info("handled %s", "it", order=uuid.UUID(uid), at=at, items=3, process="billing")
 structlog.contextvars.bind_contextvars(request_id=sys.argv[1])
 try:
     1 / 0
 except ZeroDivisionError:
     log.exception("failed")
 """
+
+
+STRUCTLOG_BOUND = {"user": "alice", "name": "bob", "process": "billing"}
 
 
 def check_structlog(run: Run) -> None:
@@ -535,11 +556,12 @@ def check_structlog(run: Run) -> None:
     failing, *sent = ids(11)
     run.run(sys.executable, "main.py", failing, *sent)
     events = run.settle_json()
-    example = [e for e in events if e.get("message") == "invoice paid"]
+    example = [e for e in events if e.get("event") == "invoice paid"]
     _fields(example, {"logger": "billing", "invoice": 42, "customer": "alice"})
     for uid in sent:
         found = expect(events, uid, "service")
-        _fields(found, {"message": "handled", "request_id": uid, "user": "alice", "items": 3})
+        _fields(found, {"event": "handled it", "request_id": uid, "items": 3, **STRUCTLOG_BOUND})
+        _fields(found, {"order": str(uuid.UUID(uid)), "at": "2026-01-02T03:04:05+00:00"})
     (failed,) = expect(events, failing, "service")
     if "ZeroDivisionError" not in str(failed.get("exception")):
         msg = f"no traceback in {failed}"
