@@ -352,6 +352,21 @@ def bench(session: nox.Session) -> None:
     _benchmark(session, "bench.py")
 
 
+# The baseline of the JSONFormatter cost target; upgrade on purpose.
+PYTHON_JSON_LOGGER = "python-json-logger==4.2.0"
+
+
+@nox.session
+def cost(session: nox.Session) -> None:
+    """Instructions and system calls per record: callgrind and strace (not default)."""
+    if missing := [tool for tool in ("valgrind", "strace") if shutil.which(tool) is None]:
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "update", "-qq", external=True, env=env)
+        session.run("apt-get", "install", "-y", "-qq", *missing, external=True, env=env)
+    session.install(PYTHON_JSON_LOGGER)
+    _benchmark(session, "cost.py")
+
+
 @nox.session
 def alternatives(session: nox.Session) -> None:
     """The other clients of the daemon in one run: delivered, lost, time (not default)."""
