@@ -258,6 +258,8 @@ def _hook_exits() -> None:
             except RuntimeError:  # already shutting down
                 pass
     util = sys.modules.get("multiprocessing.util")
+    if util is None and "billiard" in sys.modules:  # its processes import it only to end
+        import multiprocessing.util as util
     if util is not None and "multiprocessing" not in hooked:
         hooked.add("multiprocessing")
         util.Finalize(None, _close_all, exitpriority=100)
