@@ -49,10 +49,26 @@ FRAMEWORKS = [
     "pytest==9.2.0",
 ]
 
-# The suite, as every test session runs it (README.md gives the same command).
-UNITTEST = ["python", "-m", "unittest", "discover", "-s", "tests", "-t", "."]
+# What the green and prefork tests need (the other test sessions skip them).
+GREEN = ["gevent==26.9.0", "eventlet==0.41.3", "billiard==4.3.2", "celery==5.7.0"]
+COVERAGE = "coverage==7.17.5"
 
-nox.options.sessions = ["tests", *SID_TESTS, "mypy", "pyright", "lint", "package", "integrations"]
+# The suite, as every test session runs it: warnings are errors (an unclosed
+# socket is a bug), and so are dev mode's checks.
+UNITTEST_ARGS = ["-m", "unittest", "discover", "-s", "tests", "-t", "."]
+UNITTEST = ["python", "-X", "dev", "-W", "error", *UNITTEST_ARGS]
+
+nox.options.sessions = [
+    "tests",
+    *SID_TESTS,
+    "green",
+    "coverage",
+    "mypy",
+    "pyright",
+    "lint",
+    "package",
+    "integrations",
+]
 nox.options.default_venv_backend = "venv"
 # A missing interpreter is an error (with CI set) or a skip, never a download.
 nox.options.download_python = "never"
@@ -139,6 +155,27 @@ def _sid_tests(version: str) -> None:
 
 for _version in SID_PYTHONS:
     _sid_tests(_version)
+
+
+@nox.session(python="3.12")
+def green(session: nox.Session) -> None:
+    """The tests that need gevent, eventlet, billiard and Celery installed."""
+    session.install(".", *TEST_DEPS, *GREEN)
+    session.run("python", "-X", "dev", "-W", "error", "-m", "unittest", "-v",
+                "tests.test_green", "tests.test_prefork", *session.posargs)  # fmt: skip
+
+
+@nox.session(python="3.12")
+def coverage(session: nox.Session) -> None:
+    """The whole suite (green tests included) under coverage, branches, forked
+    children and subprocesses combined; fails below pyproject.toml's floor."""
+    session.install(".", *TEST_DEPS, *GREEN, COVERAGE)
+    session.run("coverage", "erase")
+    env = {"COVERAGE_RCFILE": str(ROOT / "pyproject.toml")}  # for the subprocesses too
+    session.run("python", "-X", "dev", "-W", "error", "-m", "coverage", "run", *UNITTEST_ARGS,
+                env=env)  # fmt: skip
+    session.run("coverage", "combine", "--quiet", env=env)
+    session.run("coverage", "report", env=env)
 
 
 @nox.session(python="3.12")
@@ -349,6 +386,7 @@ def soak(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks as ratios against baselines of the same run (not default)."""
+    _apt_install(session, "valgrind")  # a missed sync ratio fails only if cost's count misses
     _benchmark(session, "bench.py")
 
 
@@ -359,12 +397,17 @@ PYTHON_JSON_LOGGER = "python-json-logger==4.2.0"
 @nox.session
 def cost(session: nox.Session) -> None:
     """Instructions and system calls per record: callgrind and strace (not default)."""
-    if missing := [tool for tool in ("valgrind", "strace") if shutil.which(tool) is None]:
+    _apt_install(session, "valgrind", "strace")
+    session.install(PYTHON_JSON_LOGGER)
+    _benchmark(session, "cost.py")
+
+
+def _apt_install(session: nox.Session, *tools: str) -> None:
+    """Install the Debian packages of these commands if they are missing."""
+    if missing := [tool for tool in tools if shutil.which(tool) is None]:
         env = {"DEBIAN_FRONTEND": "noninteractive"}
         session.run("apt-get", "update", "-qq", external=True, env=env)
         session.run("apt-get", "install", "-y", "-qq", *missing, external=True, env=env)
-    session.install(PYTHON_JSON_LOGGER)
-    _benchmark(session, "cost.py")
 
 
 @nox.session
