@@ -10,6 +10,7 @@ import logging.config
 import math
 import os
 import socket
+import sys
 import threading
 import time
 import unittest
@@ -171,6 +172,57 @@ class DeliveryTest(DaemonTestCase):
         self.assertEqual([r.msg for r in self.fallback.records], ["kept"])
         self.assertEqual(self.counts(), (0, 1))
         self.assertIn("message must be a str", stderr.getvalue())  # handleError's report
+
+    def test_a_message_whose_repr_fails_too_is_still_sent(self) -> None:
+        class Hostile:
+            def __str__(self) -> str:
+                return "%d"
+
+            def __repr__(self) -> str:
+                msg = "no repr either"
+                raise RuntimeError(msg)
+
+        with quiet():
+            self.log.info(Hostile(), "x")
+        (event,) = self.daemon.wait_for(1, strict=True)
+        self.assertIn("could not format <tests.test_handler", event.message)
+        self.assertIn("Hostile object at 0x", event.message)
+
+    def test_a_formatter_that_always_fails_still_gets_the_record_sent(self) -> None:
+        class Failing(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                msg = "formatter down"
+                raise RuntimeError(msg)
+
+        self.handler.setFormatter(Failing())
+        with quiet():
+            self.log.info("plain %s", "text")
+        (event,) = self.daemon.wait_for(1, strict=True)
+        self.assertIn(
+            "could not format 'plain %s' % ('text',): RuntimeError: formatter down", event.message
+        )
+
+    def test_an_acknowledgement_with_its_keys_in_another_order(self) -> None:
+        address = unique_address()
+        listener = socket.socket(socket.AF_UNIX)
+        self.addCleanup(listener.close)
+        listener.bind(address)
+        listener.listen(1)
+
+        def answer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(
+                    b'{"health": {"queue_length": 1, "queue_percent_full": 0.0}, "status": "ok"}\n'
+                )
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        handler = self.make_handler(host=address)
+        handler.handle(logging.makeLogRecord({"msg": "to another implementation"}))
+        thread.join()
+        self.assertEqual((handler.delivered, handler.undelivered), (1, 0))
 
     def test_filters_are_applied(self) -> None:
         self.handler.addFilter(lambda record: record.getMessage() != "drop me")
@@ -435,6 +487,43 @@ class FailureTest(DaemonTestCase):
                 )
                 self.assertNotIn("to the stream", (out if name == "stderr" else err).getvalue())
 
+    def test_a_fallback_that_fails_costs_the_caller_nothing(self) -> None:
+        class Failing(logging.Handler):
+            def handle(self, record: logging.LogRecord) -> bool:
+                msg = "fallback down"
+                raise RuntimeError(msg)
+
+        self.daemon.stop()
+        handler = self.make_handler(fallback=Failing())
+        with quiet():
+            handler.handle(logging.makeLogRecord({"msg": "nowhere to go"}))
+        self.assertEqual(handler.undelivered, 1)
+
+    def test_no_standard_streams_at_all(self) -> None:
+        self.daemon.stop()
+        for name in ("stderr", "stdout"):
+            with (
+                self.subTest(name=name),
+                mock.patch.object(sys, "stderr", None),
+                mock.patch.object(sys, "stdout", None),
+            ):
+                handler = self.make_handler(fallback=name)
+                handler.handle(logging.makeLogRecord({"msg": "as under pythonw"}))
+                self.assertEqual(handler.undelivered, 1)
+
+    def test_a_broken_formatter_still_reaches_the_stream_fallback(self) -> None:
+        class Failing(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                msg = "formatter down"
+                raise RuntimeError(msg)
+
+        self.daemon.stop()
+        handler = self.make_handler(fallback="stderr")
+        handler.setFormatter(Failing())
+        with quiet() as stderr:
+            handler.handle(logging.makeLogRecord({"msg": "the message at least"}))
+        self.assertIn("could not format 'the message at least'", stderr.getvalue())
+
     def test_fallback_by_handler_name(self) -> None:
         name = f"a-fallback-{unique_address()[1:]}"
         logging.config.dictConfig(
@@ -561,6 +650,22 @@ class HungDaemonTest(DaemonTestCase):
             messages = [e.message for e in daemon.wait_for(2)]
         self.assertEqual(summary_of(messages[0])["undelivered"], 2)  # "absent" and "hung"
         self.assertEqual(messages[1], "resumed")
+
+    def test_a_forked_child_leaves_the_parents_held_requests_to_the_parent(self) -> None:
+        with quiet():
+            self.log.info("held by the parent")
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if self.handler._held == [] and self.counts() == (0, 0) else 1)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.daemon.behaviour = "ok"
+        self.assertTrue(wait_until(lambda: len(self.daemon.events) == 1))
+        self.assertEqual(len(self.handler._held), 1)
+        self.handler.retryTime = None
+        self.log.info("resumed")
+        self.assertEqual(self.handler._held, [])  # the parent read the late reply
+        self.assertEqual(self.daemon.hangups, 0)
 
     def test_held_requests_are_capped(self) -> None:
         self.handler.retryStart = self.handler.retryMax = 0.0  # no backoff: each one tries

@@ -393,6 +393,43 @@ class QueuedTest(unittest.TestCase):
         self.assertTrue(event.message.startswith("[INFO] INFO"), event.message)
         self.assertIn("could not format '%d' % ('x',)", event.message)
 
+    def test_filters_are_applied_before_queueing(self) -> None:
+        daemon = self.daemon()
+        handler = self.make(daemon)
+        handler.addFilter(lambda record: record.getMessage() != "drop me")
+        self.assertFalse(handler.handle(logging.makeLogRecord({"msg": "drop me"})))
+        self.assertTrue(handler.handle(logging.makeLogRecord({"msg": "keep me"})))
+        handler.close()
+        self.assertEqual([e.message for e in daemon.events], ["keep me"])
+
+    def test_a_formatter_that_always_fails(self) -> None:
+        class Failing(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                msg = "formatter down"
+                raise RuntimeError(msg)
+
+        daemon = self.daemon()
+        handler = self.make(daemon)
+        handler.setFormatter(Failing())
+        with contextlib.redirect_stderr(io.StringIO()):
+            handler.handle(logging.makeLogRecord({"msg": "kept anyway"}))
+            handler.close()
+        (event,) = daemon.wait_for(1, strict=True)
+        self.assertIn("could not format 'kept anyway'", event.message)
+
+    def test_a_flush_during_close_is_not_left_waiting(self) -> None:
+        daemon = self.daemon(behaviour="stall")
+        handler = self.make(daemon, timeout=0.3, fallback="off")
+        with contextlib.redirect_stderr(io.StringIO()):
+            handler.handle(logging.makeLogRecord({"msg": "stuck"}))
+            flushing = threading.Thread(target=handler.flush)
+            closing = threading.Thread(target=handler.close)
+            closing.start()
+            flushing.start()
+            flushing.join()
+            closing.join()
+        self.assertEqual(handler.target.delivered + handler.target.undelivered, 1)
+
     def test_close_twice(self) -> None:
         handler = GlobusQueueHandler(unique_address())
         handler.close()

@@ -257,11 +257,9 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         self._inside[thread] = later = []
         try:
             self._emit(record)
-            while later:
-                self._emit(later.pop(0))
         finally:
             del self._inside[thread]
-            while later:  # added after the last look
+            while later:  # each in its turn, as if logged now
                 self.emit(later.pop(0))
 
     def _emit(self, record: logging.LogRecord) -> None:
