@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -254,6 +255,33 @@ class AppendTest(unittest.TestCase):
         os.close(fd)  # type: ignore[arg-type]
         self.assertEqual(contents(self.directory), [kept])
 
+    def test_claim_refuses_a_segment_deleted_by_the_holder_it_waited_for(self) -> None:
+        path = os.path.join(self.directory, "1-dead-000001.seg")
+        with open(path, "wb"):
+            pass
+        real = fcntl.flock
+
+        def flock(fd: int, operation: int) -> None:
+            os.unlink(path)  # its last holder finished it meanwhile
+            real(fd, operation)
+
+        with mock.patch("fcntl.flock", flock):
+            self.assertIsNone(claim(path))
+
+    def test_release_only_what_was_all_replayed(self) -> None:
+        spool = self.spool()
+        spool.append(request("one"))
+        name, size = spool.active()
+        self.assertEqual(size, len(frame(request("one"))))
+        self.assertFalse(spool.release(name, size - 1))  # more was written than replayed
+        self.assertFalse(spool.release("other.seg", size))
+        self.assertEqual(spool.active(), (name, size))
+        self.assertTrue(spool.release(name, size))
+        self.assertEqual(spool.active(), ("", 0))
+        self.assertTrue(spool.holds(name))  # until its thread closes it
+        spool.append(request("two"))
+        self.assertEqual(spool.active()[0].rsplit("-", 1)[1], "000002.seg")
+
     def test_close_removes_an_empty_segment_and_refuses_more(self) -> None:
         spool = self.spool()
         spool.append(request("one"))
@@ -406,6 +434,7 @@ class AppendTest(unittest.TestCase):
         self.assertEqual(spool.drops(), 2)
         spool.reported(2)
         self.assertEqual(spool.drops(), 0)
+        self.assertTrue(wait_until(lambda: read(drops).split() == [b"2", b"2"]))
         spool.close()
         self.assertFalse(os.path.exists(drops))
 
@@ -478,6 +507,25 @@ class AppendTest(unittest.TestCase):
             os.waitpid(pid, 0)
             self.fail("the child waited for a lock that no thread of it holds")
         self.assertEqual(os.waitstatus_to_exitcode(done[1]), 0)
+
+    def test_a_large_record_goes_into_an_empty_segment_rather_than_a_new_one(self) -> None:
+        code = f"""
+import os, resource
+from globus.cwlogger import protocol
+from globus.cwlogger._spool import Spool
+spool = Spool({self.directory!r}, segment_bytes=100, sync_interval=0)
+record = protocol.encode_event("r" * 1000, 1)[0]
+_, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (10, hard))
+assert not spool.append(record)  # its segment is made, the write fails
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+assert spool.append(record)
+spool.close()
+"""
+        done = run_child(code)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual([n.rsplit("-", 1)[1] for n in segments(self.directory)], ["000001.seg"])
+        self.assertEqual(contents(self.directory), [request("r" * 1000, 1)])
 
     def test_a_short_write_is_truncated_back_and_spooling_resumes(self) -> None:
         # RLIMIT_FSIZE makes a write cross the limit short, as a full disk

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = [
+    "FORK_LOCK",
     "Spool",
     "check_directory",
     "check_number",
@@ -66,6 +67,12 @@ HEADER = struct.Struct(">4sII")  # magic, length, CRC-32 of the request
 MAX_REQUEST = 8 * 2**20  # a longer length is corruption (a request holds < 2 MiB)
 SEGMENT, CHECKPOINT, DROPS, LOCK, QUARANTINE = ".seg", ".ack", ".drops", "replay.lock", "quarantine"
 SCAN_INTERVAL = 1.0  # seconds between two measures of the directory
+#: Held while a descriptor that takes a lock is opened and recorded (or
+#: closed and forgotten), and across ``os.fork()``, so that a child knows
+#: every such descriptor it inherits and closes it: ``flock`` belongs to the
+#: open file, which a child shares, so a copy it kept would hold the lock for
+#: as long as it lives.  Taken after a spool's own lock, never before.
+FORK_LOCK = threading.RLock()
 _DROPS_LINE = 48  # bytes of the drops file, rewritten in place: "dropped reported\n"
 
 
@@ -322,16 +329,17 @@ class Spool:
         self._seq += 1
         name = f"{self._pid}-{self._token}-{self._seq:06d}"
         hidden = os.path.join(self.directory, f".{name}.tmp")
-        fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.rename(hidden, os.path.join(self.directory, name + SEGMENT))
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(hidden)
-            raise
-        self._fd, self._name, self._size, self._new_segment = fd, name + SEGMENT, 0, True
+        with FORK_LOCK:
+            fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.rename(hidden, os.path.join(self.directory, name + SEGMENT))
+            except BaseException:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(hidden)
+                raise
+            self._fd, self._name, self._size, self._new_segment = fd, name + SEGMENT, 0, True
 
     def _retire(self) -> None:
         """Stop writing the current segment; the thread syncs and closes it."""
@@ -409,10 +417,10 @@ class Spool:
             with contextlib.suppress(OSError):  # a failed sync loses nothing a kill would
                 if sync_first:
                     os.fdatasync(old)
-            with contextlib.suppress(OSError):
-                os.close(old)
-            with self._lock:
+            with self._lock, FORK_LOCK:  # in this order, as append takes them
                 del self._retired[old]
+                with contextlib.suppress(OSError):
+                    os.close(old)
         with contextlib.suppress(OSError):
             if fd >= 0:
                 os.fdatasync(fd)
@@ -430,9 +438,9 @@ class Spool:
         after this process died (the lock tells it so)."""
         if self._drops_fd < 0:
             path = os.path.join(self.directory, f"{self._pid}-{self._token}{DROPS}")
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._drops_fd = fd
+            with FORK_LOCK:
+                self._drops_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._drops_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         line = f"{dropped} {reported}".encode().ljust(_DROPS_LINE - 1) + b"\n"
         os.pwrite(self._drops_fd, line, 0)
         self._drops_written = (dropped, reported)
@@ -462,8 +470,9 @@ class Spool:
             if self.dropped == self._reported:
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(self.directory, f"{self._pid}-{self._token}{DROPS}"))
-            os.close(self._drops_fd)
-            self._drops_fd = -1
+            with FORK_LOCK:
+                os.close(self._drops_fd)
+                self._drops_fd = -1
 
     def after_fork_in_child(self) -> None:
         """In a forked child: drop the parent's descriptors (closing, never
@@ -483,8 +492,13 @@ _LIVE: weakref.WeakSet[Spool] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
+    FORK_LOCK.release()
     for spool in list(_LIVE):
         spool.after_fork_in_child()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=FORK_LOCK.acquire,
+    after_in_parent=FORK_LOCK.release,
+    after_in_child=_after_fork_in_child,
+)
