@@ -1,6 +1,6 @@
 """Benchmarks of globus.cwlogger, each against a baseline measured in the same run.
 
-    PYTHONPATH=src python benchmarks/bench.py [--rounds N] [--json OUT] [--only NAMES]
+    PYTHONPATH=src python benchmarks/bench.py [--rounds N] [--json OUT] [--only NAMES] [--markdown]
 
 The stand-in daemon (``benchmarks/listener.py``) runs in its own process on
 a fresh abstract address.  Baseline and ours alternate, the order flipping
@@ -8,8 +8,13 @@ each time (the socket figures interleave blocks of records within each
 round), so that drift in the machine's load hits both; each figure reports
 medians, and the median, min and max of the per-round ratios.  A figure only
 counts when every record it timed was acknowledged by the listener.  Exits 1
-when a target is missed.  ``--profile N`` instead prints where the time of N
-records goes (cProfile), through the sync handler and in the bare loop.
+when a target is missed; the sync figure's clock swings too much on a shared
+machine to fail alone: a missed ratio fails only when the instruction count
+of ``cost.py`` (for the package as it is, counted now if need be) misses its
+target too.  ``--markdown`` prints the table as README.md shows it, and
+``--show`` prints the results file's again.  ``--profile N`` instead prints
+where the time of N records goes (cProfile), through the sync handler and
+in the bare loop.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import time
 import timeit
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import globus.cwlogger
@@ -51,6 +56,12 @@ MEMORY_RECORDS = 200000
 ENCODE_SECONDS = 0.05  # per variant and round
 IMPORTS = 10  # processes per variant and round
 CUT_SIZES = (300_000, 3_000_000, 30_000_000)
+DRAIN_WARMUP = 200  # records delivered before the drain figure's burst
+DRAIN_TARGET = 1.6  # the queue handler's acknowledged rate / the sync handler's (issue 11)
+# ... and while the caller still logs: a drain that waits for the burst to end misses it.
+DRAIN_DURING_TARGET = 0.5
+SYNC_TARGET = 1.10  # logger.info through the handler / through the bare handler
+IMPORT_TARGET = 1.10  # import globus.cwlogger / import logging.handlers (issue 11)
 
 #: A typical log line, the message of every logging benchmark: 200 ASCII
 #: bytes, a few quotes to escape.
@@ -126,20 +137,7 @@ class Listener:
 
     def acknowledged(self) -> int:
         """Events acknowledged so far (asked after every earlier request)."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(10)
-            sock.connect(self.address)
-            sock.sendall(b'{"control": "count"}\n')
-            reply = b""
-            while not reply.endswith(b"\n"):
-                chunk = sock.recv(4096)
-                if not chunk:
-                    msg = f"the listener hung up: {reply!r}"
-                    raise ConnectionError(msg)
-                reply += chunk
-        count = json.loads(reply)["acknowledged"]
-        assert isinstance(count, int)
-        return count
+        return acknowledged(self.address)
 
     def share(self, what: str, records: int, before: int) -> float:
         """The share of ``records`` acknowledged since the count was ``before``."""
@@ -156,6 +154,40 @@ class Listener:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def acknowledged(address: str) -> int:
+    """Events the listener at ``address`` acknowledged so far (its answer
+    comes after every request it accepted earlier)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(address)
+        sock.sendall(b'{"control": "count"}\n')
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                msg = f"the listener hung up: {reply!r}"
+                raise ConnectionError(msg)
+            reply += chunk
+    count = json.loads(reply)["acknowledged"]
+    assert isinstance(count, int)
+    return count
+
+
+def wait_acknowledged(address: str, count: int, stalled: float = 5.0) -> int:
+    """Wait until the listener acknowledged ``count`` events in all, or
+    acknowledged none for ``stalled`` seconds; return its count.  (The
+    queue handler's close and flush wait one timeout at most: a burst takes
+    longer to deliver.)"""
+    got = acknowledged(address)
+    progress = time.monotonic()
+    while got < count and time.monotonic() - progress < stalled:
+        time.sleep(0.005)
+        now = acknowledged(address)
+        if now > got:
+            got, progress = now, time.monotonic()
+    return got
 
 
 # -- what is timed ------------------------------------------------------------
@@ -309,8 +341,8 @@ def _handler(address: str) -> GlobusSocketHandler:
 
 
 def bench_sync(listener: Listener, rounds: int) -> list[Figure]:
-    """logger.info through the handler vs the protocol floor, and vs a bare
-    handler (what logging itself costs here), by the clock and in CPU time."""
+    """logger.info through the handler vs a bare handler (what logging itself
+    costs here) and vs the protocol floor, by the clock and in CPU time."""
     address, request, n = listener.address, _request(TYPICAL), RECORDS
     handler = _handler(address)
     logger = _logger(handler)
@@ -348,7 +380,6 @@ def bench_sync(listener: Listener, rounds: int) -> list[Figure]:
         us[f"{name}, cpu"] = [
             sum(blocks[i : i + BLOCKS]) / n * 1e6 for i in range(0, len(blocks), BLOCKS)
         ]
-    ratios = _ratios(us["handler"], us["floor"])
     extra: dict[str, object] = {"records_per_round": n}
 
     def info(name: str, baseline: str, ours: str, labels: tuple[str, str]) -> Figure:
@@ -362,29 +393,19 @@ def bench_sync(listener: Listener, rounds: int) -> list[Figure]:
             extra=extra,
         )
 
-    emit = Figure(
-        "sync emit vs protocol floor",
-        "us",
-        "bare loop",
-        "logger.info",
-        us["floor"],
-        us["handler"],
-        ratios,
-        "<= 1.15",
-        statistics.median(ratios) <= 1.15 and not lost,
-        ["records were lost"] if lost else [],
-        extra,
+    emit = info(
+        "sync emit vs bare handler", "bare handler", "handler", ("bare handler", "logger.info")
     )
+    emit.target = f"<= {SYNC_TARGET}"
+    emit.passed, emit.notes = _sync_verdict(statistics.median(emit.ratios), lost)
     logging_cost = info(
         "bare handler vs protocol floor", "floor", "bare handler", ("bare loop", "bare handler")
     )
     logging_cost.notes.append("logger.info through BareHandler: the bare loop's body as emit()")
     return [
         emit,
+        info("sync emit vs protocol floor", "floor", "handler", ("bare loop", "logger.info")),
         logging_cost,
-        info(
-            "sync emit vs bare handler", "bare handler", "handler", ("bare handler", "logger.info")
-        ),
         info(
             "cpu: bare handler vs floor", "floor, cpu", "bare handler, cpu", ("bare loop", "bare")
         ),
@@ -398,6 +419,34 @@ def bench_sync(listener: Listener, rounds: int) -> list[Figure]:
             ("bare loop", "+settimeout"),
         ),
     ]
+
+
+def _sync_verdict(ratio: float, lost: bool) -> tuple[bool, list[str]]:
+    """Whether the sync figure passes, and why.
+
+    The clock on this shared machine swings from run to run, so a missed
+    ratio fails only when the instruction count misses its target too
+    (cost.py's, for the package as it is now, measured if need be).
+    """
+    if lost:
+        return False, ["records were lost"]
+    from cost import current  # cost imports this module
+
+    count = current("socket")
+    if count is None or count.ratio is None:
+        instructions = "instructions not counted (no valgrind)"
+        met: bool | None = None
+    else:
+        met = count.passed
+        instructions = (
+            f"instructions: {count.ratio:.3f} x the bare handler "
+            f"(target <= {count.target}: {'met' if met else 'missed'})"
+        )
+    if ratio <= SYNC_TARGET:
+        return True, [instructions]
+    if met:
+        return True, [f"the clock missed, {instructions}: passes"]
+    return False, [instructions]
 
 
 def bench_burst(listener: Listener, rounds: int) -> list[Figure]:
@@ -417,9 +466,10 @@ def bench_burst(listener: Listener, rounds: int) -> list[Figure]:
                 else:
                     logger = _logger(handler)
                     seconds = _in_threads(threads, BURST, lambda count: _log(logger, count))
+                    wait_acknowledged(address, before + BURST)  # a queue handler's drain
             finally:
                 if handler is not None:
-                    handler.close()  # a queued one delivers what it holds first
+                    handler.close()
             shares.setdefault(key, []).append(listener.share(f"burst, {key}", BURST, before))
             return seconds * 1e6
 
@@ -528,6 +578,142 @@ def bench_queued(listener: Listener, rounds: int) -> list[Figure]:
             ["records were lost"] if lost else [],
             {"records_per_round": n},
         )
+    ]
+
+
+def drain_child(mode: str, display: str) -> int:
+    """In a process of its own: one thread logs BURST records through the
+    sync handler or the queue handler.  Prints, as JSON, the seconds of the
+    calls and until the listener acknowledged them all, the records
+    acknowledged when the last call returned and in the end, and the
+    resident memory before and after the calls."""
+    address = "\0" + display[1:]
+    handler: logging.Handler
+    if mode == "sync":
+        handler = _handler(address)
+    else:
+        handler = GlobusQueueHandler(host=address, fallback="off")
+    logger = _logger(handler)
+    start_count = acknowledged(address)
+    _log(logger, DRAIN_WARMUP)
+    wait_acknowledged(address, start_count + DRAIN_WARMUP)  # before the burst starts
+    gc.collect()
+    before, rss_before = acknowledged(address), _rss_kib()
+    start = time.perf_counter()
+    calls = _log(logger, BURST)
+    during, rss_after = acknowledged(address) - before, _rss_kib()
+    acked = wait_acknowledged(address, before + BURST) - before
+    total = time.perf_counter() - start
+    handler.close()
+    result = {
+        "calls_s": calls,
+        "total_s": total,
+        "acked_during": during,
+        "acked": acked,
+        "rss_before_kib": rss_before,
+        "rss_after_kib": rss_after,
+    }
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+def bench_drain(listener: Listener, rounds: int) -> list[Figure]:
+    """A burst from one thread: how fast the queue handler gets it
+    acknowledged (calls and drain) vs the sync handler, while the caller
+    pays a fraction of a sync call; and what a queued record weighs."""
+    runs: dict[str, list[dict[str, float]]] = {"sync": [], "queued": []}
+    for round_ in range(rounds):
+        for mode in ("sync", "queued") if round_ % 2 == 0 else ("queued", "sync"):
+            before = listener.acknowledged()
+            done = subprocess.run(
+                [sys.executable, __file__, "--drain-child", mode, listener.display],
+                env=_env(),
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            listener.share(f"drain, {mode}", DRAIN_WARMUP + BURST, before)
+            runs[mode].append(json.loads(done.stdout))
+    sync, queued = runs["sync"], runs["queued"]
+
+    def rate(run: dict[str, float]) -> float:
+        return run["acked"] / run["total_s"]
+
+    rates = {mode: [rate(run) for run in values] for mode, values in runs.items()}
+    ratios = _ratios(rates["queued"], rates["sync"])
+    # Sending during the burst, not only after it: the rate while the caller logs.
+    during = [run["acked_during"] / run["calls_s"] for run in queued]
+    during_ratios = _ratios(during, rates["sync"])
+    lost = not all(run["acked"] == BURST for run in sync + queued)
+    caller = {
+        mode: [run["calls_s"] / BURST * 1e6 for run in values] for mode, values in runs.items()
+    }
+    caller_ratios = _ratios(caller["queued"], caller["sync"])
+    # What the queue held when the last call returned, and the memory it took.
+    held = [BURST - run["acked_during"] for run in queued]
+    per_record = [
+        (run["rss_after_kib"] - run["rss_before_kib"]) * 1024 / max(1, count)
+        for run, count in zip(queued, held)
+    ]
+    sync_growth = [(run["rss_after_kib"] - run["rss_before_kib"]) * 1024 / BURST for run in sync]
+    name = f"drain: burst {BURST} x 1 thread"
+    total = {mode: statistics.median(run["total_s"] for run in runs[mode]) for mode in runs}
+    return [
+        Figure(
+            f"{name}, acknowledged rate",
+            "rec/s",
+            "sync handler",
+            "queue handler",
+            rates["sync"],
+            rates["queued"],
+            ratios,
+            f">= {DRAIN_TARGET}",
+            statistics.median(ratios) >= DRAIN_TARGET and not lost,
+            [
+                f"until all acknowledged: sync {_fmt(total['sync'] * 1e3, 'ms')}, "
+                f"queued {_fmt(total['queued'] * 1e3, 'ms')}",
+                *(["records were lost"] if lost else []),
+            ],
+            {"records": BURST, "threads": 1, "runs": runs},
+        ),
+        Figure(
+            f"{name}, rate while the caller logs",
+            "rec/s",
+            "sync handler",
+            "queue handler",
+            rates["sync"],
+            during,
+            during_ratios,
+            f">= {DRAIN_DURING_TARGET}",
+            statistics.median(during_ratios) >= DRAIN_DURING_TARGET,
+            [
+                "acknowledged before the last call returned: "
+                + ", ".join(f"{run['acked_during'] / BURST * 100:.1f}%" for run in queued)
+            ],
+        ),
+        Figure(
+            f"{name}, caller per record",
+            "us",
+            "sync handler",
+            "queue handler",
+            caller["sync"],
+            caller["queued"],
+            caller_ratios,
+            "<= 0.15",
+            statistics.median(caller_ratios) <= 0.15,
+        ),
+        Figure(
+            "drain: memory per queued record",
+            "B",
+            "sync handler",
+            "queue handler",
+            sync_growth,
+            per_record,
+            notes=[
+                "resident growth over the calls / records still queued when the last "
+                "returned (" + ", ".join(f"{count:.0f}" for count in held) + ")"
+            ],
+        ),
     ]
 
 
@@ -666,8 +852,8 @@ def bench_import(listener: Listener, rounds: int) -> list[Figure]:
             results["base"],
             results["ours"],
             ratios,
-            "<= 1.3",
-            statistics.median(ratios) <= 1.3,
+            f"<= {IMPORT_TARGET}",
+            statistics.median(ratios) <= IMPORT_TARGET,
             [
                 f"interpreter alone (python -c pass) {start:.1f} ms; beyond it: "
                 f"logging.handlers {base - start:.1f} ms, globus.cwlogger {ours - start:.1f} ms"
@@ -749,6 +935,7 @@ BENCHES: dict[str, Callable[[Listener, int], list[Figure]]] = {
     "sync": bench_sync,
     "burst": bench_burst,
     "queued": bench_queued,
+    "drain": bench_drain,
     "encoder": bench_encoder,
     "import": bench_import,
     "memory": bench_memory,
@@ -767,6 +954,8 @@ def _fmt(value: float, unit: str) -> str:
         return f"{value:.3f} ns/B"
     if unit == "ms":
         return f"{value:.1f} ms"
+    if unit == "rec/s":
+        return f"{value:,.0f}/s"
     return f"{value:.0f} {unit}"
 
 
@@ -784,9 +973,10 @@ def columns(rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
-def table(figures: Sequence[Figure]) -> str:
-    """The figures as a terminal table: medians, ratio median [min-max]."""
-    rows = [("figure", "baseline", "ours", "ratio median [min-max]", "target", "result")]
+def table(figures: Sequence[Figure], markdown: bool = False) -> str:
+    """The figures as a terminal table, or as Markdown (README.md shows
+    that): medians, ratio median [min-max], target and result."""
+    rows = [["figure", "baseline", "ours", "ratio median [min-max]", "target", "result"]]
     for f in figures:
         ratio = "-"
         if f.ratios:
@@ -794,19 +984,38 @@ def table(figures: Sequence[Figure]) -> str:
             ratio = f"{s['median']:.3f} [{s['min']:.3f}-{s['max']:.3f}]"
         result = "info" if f.passed is None else ("pass" if f.passed else "FAIL")
         rows.append(
-            (
+            [
                 f.name,
                 f"{_cell(f.baseline, f.unit)} ({f.baseline_label})",
                 f"{_cell(f.ours, f.unit)} ({f.ours_label})",
                 ratio,
                 f.target,
                 result,
-            )
+            ]
         )
+    if markdown:
+        for row in rows[1:]:
+            row[4] = "information" if row[5] == "info" else f"{row[4]}: {_VERDICT[row[5]]}"
+            del row[5]
+        del rows[0][5]
+        lines = ["| " + " | ".join(row) + " |" for row in rows]
+        lines.insert(1, "|" + " --- |" * len(rows[0]))
+        notes = [f"- {f.name}: {note}" for f in figures for note in f.notes]
+        return "\n".join([*lines, *([""] if notes else []), *notes])
     lines = columns(rows)
     for f in figures:
         lines.extend(f"  {f.name}: {note}" for note in f.notes)
     return "\n".join(lines)
+
+
+_VERDICT = {"pass": "met", "FAIL": "missed"}
+
+
+def _load(path: Path) -> list[Figure]:
+    """The figures saved in ``path`` by an earlier run."""
+    names = [f.name for f in fields(Figure)]
+    saved = json.loads(path.read_text())["figures"]
+    return [Figure(**{name: figure[name] for name in names}) for figure in saved]
 
 
 def _as_json(figure: Figure) -> dict[str, object]:
@@ -892,14 +1101,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"comma-separated figures to run (default all: {','.join(BENCHES)})",
     )
     parser.add_argument("--profile", type=int, metavar="N", help="profile N sync records")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument(
+        "--show", action="store_true", help="print the table of the results file, measure nothing"
+    )
     parser.add_argument(
         "--memory-child", nargs=2, metavar=("MODE", "ADDRESS"), help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--drain-child", nargs=2, metavar=("MODE", "ADDRESS"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
     if args.memory_child:
         return memory_child(*args.memory_child)
+    if args.drain_child:
+        return drain_child(*args.drain_child)
     if args.profile:
         return profile(args.profile)
+    if args.show:
+        sys.stdout.write(table(_load(args.json), args.markdown) + "\n")
+        return 0
     only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(only) - set(BENCHES))
     if unknown or args.rounds < 1:
@@ -921,7 +1142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
 
     failed = [f.name for f in figures if f.passed is False]
-    sys.stdout.write(table(figures) + "\n")
+    sys.stdout.write(table(figures, args.markdown) + "\n")
     for shortfall in listener.shortfalls:
         sys.stdout.write(f"  not acknowledged: {shortfall}\n")
     targets = [f for f in figures if f.passed is not None]

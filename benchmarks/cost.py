@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import callgrind
@@ -111,9 +111,12 @@ def _socket_json(address: str) -> Workload:
 
 
 def _queued(address: str) -> Workload:
-    handler = GlobusQueueHandler(host=address, fallback="off")
+    # close() waits one timeout for the queue to drain: under valgrind the
+    # drain is some fifty times slower, so give it time (the caller's path
+    # does not read the timeout).
+    handler = GlobusQueueHandler(host=address, fallback="off", timeout=120)
     logger = _logger(handler)
-    return (lambda k: _log(logger, k)), handler.close  # close drains the queue
+    return (lambda k: _log(logger, k)), handler.close
 
 
 def _record() -> logging.LogRecord:
@@ -394,10 +397,14 @@ class Results:
     counts: dict[str, Count]
     records: tuple[int, int] = (SMALL, LARGE)
     seconds: float = 0.0
+    #: The variants that could not be measured this time, and why.
+    errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[str]:
-        return [name for name, count in self.counts.items() if count.passed is False]
+        """The variants that missed their target or could not be measured."""
+        missed = [name for name, count in self.counts.items() if count.passed is False]
+        return [*missed, *self.errors]
 
     def compare(self) -> None:
         """Set each count's ratio to its baseline and whether it meets its target."""
@@ -429,6 +436,7 @@ class Results:
 def measure(name: str, listener: Listener, tmp: Path, syscalls: bool) -> Count:
     """The counts of one variant, taken again if its package changed meanwhile."""
     variant = VARIANTS[name]
+    shortfalls = len(listener.shortfalls)
     for _ in range(3):
         package = fingerprint()
         # One run without valgrind first: it fails fast if the variant is broken,
@@ -450,6 +458,9 @@ def measure(name: str, listener: Listener, tmp: Path, syscalls: bool) -> Count:
         sys.stderr.write(f"cost: the package changed while {name} was measured; again\n")
     else:
         msg = "the package kept changing while it was measured"
+        raise RuntimeError(msg)
+    if len(listener.shortfalls) > shortfalls:
+        msg = "records not acknowledged: " + "; ".join(listener.shortfalls[shortfalls:])
         raise RuntimeError(msg)
     threads = (set(small) | set(large)) - {1}
     return Count(
@@ -513,6 +524,7 @@ def report(results: Results, markdown: bool) -> str:
         head = ["variant", "instructions", "ratio", "target", "result", "system calls"]
         lines = columns([head, *_rows(results, markdown=False)])
         lines += [f"  {name}: {count.label}" for name, count in results.counts.items()]
+    lines += [f"  {name}: NOT MEASURED: {error}" for name, error in results.errors.items()]
     small, large = results.records
     lines.append(
         f"Python {results.python} ({results.executable}), {results.valgrind}, git {results.git}: "
@@ -558,18 +570,33 @@ def run(names: Sequence[str], out: Path, syscalls: bool) -> Results:
                 sys.stderr.write(f"cost: {name} ...")
                 sys.stderr.flush()
                 begun = time.perf_counter()
-                results.counts[name] = measure(name, listener, Path(tmp), syscalls)
+                try:
+                    results.counts[name] = measure(name, listener, Path(tmp), syscalls)
+                except RuntimeError as error:  # no count rather than an old one
+                    results.counts.pop(name, None)
+                    results.errors[name] = str(error)
                 sys.stderr.write(f" {time.perf_counter() - begun:.0f} s\n")
     finally:
         listener.stop()
-    if listener.shortfalls:
-        msg = "records not acknowledged: " + "; ".join(listener.shortfalls)
-        raise RuntimeError(msg)
     results.counts = {name: results.counts[name] for name in VARIANTS if name in results.counts}
     results.compare()
     results.seconds = time.perf_counter() - started
     results.save(out)
     return results
+
+
+def current(name: str, out: Path = DEFAULT_JSON) -> Count | None:
+    """The count of one variant, compared with its baseline, for the package
+    as it is now: from ``out`` when that holds one taken of the same source
+    with this Python, else measured now (and saved).  None without valgrind."""
+    results = Results.load(out)
+    if results is not None and results.python == platform.python_version():
+        count = results.counts.get(name)
+        if count is not None and count.ratio is not None and count.package == fingerprint():
+            return count
+    if shutil.which("valgrind") is None:
+        return None
+    return run(_wanted([name]), out, syscalls=False).counts.get(name)
 
 
 def annotate(name: str, python: str, limit: int) -> int:
