@@ -15,7 +15,12 @@ limits, and hangs up without a reply when the request is not JSON.
 ``error``    refuse every ``--every``-th request ("too many events in queue");
 ``delay``    sleep ``--delay`` seconds before acknowledging;
 ``close``    read the request, then hang up without a reply;
+``cutoff``   hang up in the middle of a large request (one that does not
+             arrive in one read of ``--chunk`` bytes); serve the others;
 ``noaccept`` keep listening but stop accepting, so the backlog fills.
+
+Like the daemon, it refuses events ("too many events in queue") once it
+holds 100000; it uploads nothing, so that is after 100000 acknowledgements.
 
 SIGUSR2 switches to the ``--fault`` mode, SIGUSR1 back to ``ok``, SIGTERM
 stops it once the connection it serves is done.  Each acknowledged event is
@@ -44,7 +49,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-MODES = ("ok", "error", "delay", "close", "noaccept")
+MODES = ("ok", "error", "delay", "close", "cutoff", "noaccept")
 MAX_EVENT_BYTES = 262144  # message bytes + 26 may not exceed this
 QUEUE_SIZE = 100000
 QUEUE_FULL = "Exception('too many events in queue')"
@@ -82,6 +87,8 @@ class Daemon:
     delay: float = 0.5
     backlog: int = 1024
     read_timeout: float = 30.0
+    #: cutoff mode: a request longer than this is hung up on after one read.
+    chunk: int = 4096
     head: int | None = None
     events: IO[str] | None = None
     journal: IO[str] | None = None
@@ -151,9 +158,8 @@ class Daemon:
                 self.handle(conn)
 
     def handle(self, conn: socket.socket) -> None:
-        request = read_request(conn, self.read_timeout)
-        if not request.endswith(b"\n"):
-            self.note("noreply", reason="connection ended before the newline", size=len(request))
+        request = self.read(conn)
+        if request is None:
             return
         self.requests += 1
         self.in_mode += 1
@@ -162,8 +168,7 @@ class Daemon:
             self.note("noreply", reason="close mode")
             return
         if mode == "error" and self.in_mode % max(1, self.every) == 0:
-            self.note("refused", reason=QUEUE_FULL)
-            self.reply(conn, {"status": "error", "message": QUEUE_FULL})
+            self.refuse(conn, QUEUE_FULL)
             return
         if mode == "delay":
             time.sleep(self.delay)
@@ -175,12 +180,37 @@ class Daemon:
         try:
             event = make_event(body)
         except Exception as error:  # the daemon replies with any
-            self.note("refused", reason=repr(error)[:200])
-            self.reply(conn, {"status": "error", "message": repr(error)})
+            self.refuse(conn, repr(error))
+            return
+        if self.queued >= QUEUE_SIZE:  # it holds them all: it uploads nothing
+            self.refuse(conn, QUEUE_FULL)
             return
         self.queue(event)
-        health = {"queue_length": self.queued, "queue_percent_full": self.queued / QUEUE_SIZE}
-        self.reply(conn, {"status": "ok", "health": health})
+        # A percentage: PROTOCOL.md's 12 events are 0.012 (percent) full.
+        full = 100 * self.queued / QUEUE_SIZE
+        self.reply(
+            conn,
+            {"status": "ok", "health": {"queue_length": self.queued, "queue_percent_full": full}},
+        )
+
+    def read(self, conn: socket.socket) -> bytes | None:
+        """The request, or None when there is none to answer: the client
+        ended before the newline, or (cutoff mode) the request is large
+        and the connection is closed with the rest of it unread."""
+        if self.mode == "cutoff":
+            request = read_request(conn, self.read_timeout, self.chunk, whole=False)
+            reason = "hung up mid-request"
+        else:
+            request = read_request(conn, self.read_timeout)
+            reason = "connection ended before the newline"
+        if request.endswith(b"\n"):
+            return request
+        self.note("noreply", reason=reason, size=len(request))
+        return None
+
+    def refuse(self, conn: socket.socket, error: str) -> None:
+        self.note("refused", reason=error[:200])
+        self.reply(conn, {"status": "error", "message": error})
 
     def queue(self, event: Event) -> None:
         self.queued += 1
@@ -215,20 +245,24 @@ class Daemon:
             self.journal.flush()
 
 
-def read_request(conn: socket.socket, timeout: float) -> bytes:
+def read_request(
+    conn: socket.socket, timeout: float, size: int = 65536, *, whole: bool = True
+) -> bytes:
     """Read until the buffer ends with a newline or the client stops (or
     is silent for ``timeout`` seconds: a kernel timeout, cheaper than
-    Python's, which polls before every call)."""
-    whole = int(timeout)
-    timeval = struct.pack("ll", whole, int((timeout - whole) * 1e6))
+    Python's, which polls before every call); without ``whole``, one read."""
+    seconds = int(timeout)
+    timeval = struct.pack("ll", seconds, int((timeout - seconds) * 1e6))
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
     buffer = bytearray()
     try:
         while not buffer.endswith(b"\n"):
-            chunk = conn.recv(65536)
+            chunk = conn.recv(size)
             if not chunk:
                 break
             buffer += chunk
+            if not whole:
+                break
     except OSError:
         pass
     return bytes(buffer)
@@ -290,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=0.5, help="delay mode: seconds")
     parser.add_argument("--backlog", type=int, default=1024)
     parser.add_argument("--read-timeout", type=float, default=30.0)
+    parser.add_argument("--chunk", type=int, default=4096, help="cutoff mode: bytes read")
     parser.add_argument("--events", help="append acknowledged events here (JSON lines)")
     parser.add_argument("--journal", help="append ready/mode/hangup/... here (JSON lines)")
     parser.add_argument("--head", type=int, default=None, help="keep this many characters")
@@ -306,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         delay=args.delay,
         backlog=args.backlog,
         read_timeout=args.read_timeout,
+        chunk=args.chunk,
         head=args.head,
         parent=args.parent,
         events=events,
