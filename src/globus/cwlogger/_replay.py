@@ -37,6 +37,7 @@ from ._spool import (
     DROPS,
     FORK_LOCK,
     LOCK,
+    MAX_REQUEST,
     QUARANTINE,
     SEGMENT,
     Spool,
@@ -85,7 +86,7 @@ DONE, REFUSED, UNANSWERED, BUSY, STOPPED = "done", "refused", "unanswered", "bus
 QUEUE_FULL = "too many events in queue"  # the one refusal that passes
 DEAD_SCAN_INTERVAL = 2.0  # seconds: how often wakes look for dead processes' segments
 STALE = 60.0  # seconds after which a hidden segment that nobody locks is debris
-_CHUNK = 16 * 2**20  # bytes read at once: more than any frame
+_CHUNK = 2 * MAX_REQUEST  # bytes read at once: more than any frame (frame() refuses more)
 _CATCH_UP = 0.05  # seconds of requests the pace may make up for at most
 # Raised before the request left: the daemon cannot have it.
 _NOT_SENT = (ConnectionRefusedError, FileNotFoundError, BlockingIOError, PermissionError)
