@@ -414,3 +414,9 @@ def _apt_install(session: nox.Session, *tools: str) -> None:
 def alternatives(session: nox.Session) -> None:
     """The other clients of the daemon in one run: delivered, lost, time (not default)."""
     _benchmark(session, "alternatives.py")
+
+
+@nox.session
+def spool(session: nox.Session) -> None:
+    """The durable spool's figures: kill -9, disk full, replay pace (2 minutes, not default)."""
+    _benchmark(session, "spool.py")
