@@ -25,6 +25,7 @@ How the waits work, and why:
 from __future__ import annotations
 
 import _socket
+import errno
 import os
 import socket
 import struct
@@ -54,7 +55,10 @@ NEWER_DAEMON_PATH = "/tmp/org.globus.cwlogs"
 
 _SLICE = 0.005  # seconds between two connects while the listen backlog is full
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_UNIX = socket.AF_UNIX
 _STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+_NOSIGNAL = socket.MSG_NOSIGNAL
+_SOON = 1e-9  # seconds: the shortest wait settimeout takes (0 would not wait)
 # The standard library's class, unless gevent or eventlet patched it in first.
 _STDLIB_SOCKET = socket.socket if socket.socket.__module__ == "socket" else None
 # Refused or missing: nothing listens there, so the next address is tried.
@@ -87,14 +91,16 @@ def connect(addresses: Sequence[str], deadline: float, uid: int | None = None) -
     when the backlog stays full, PermissionError for another uid.
     """
     green = socket.socket is not _STDLIB_SOCKET
-    new = socket.socket if green else _socket.socket
     first: OSError | None = None
     for address in addresses:
-        sock = new(socket.AF_UNIX, _STREAM)
+        sock = socket.socket(_UNIX, _STREAM) if green else _socket.socket(_UNIX, _STREAM)
         try:
             if green:
                 sock.settimeout(0.0)  # their connect would wait, unbounded, on EAGAIN
-            _connect(sock, address, deadline)
+            try:
+                sock.connect(address)
+            except BlockingIOError:  # EAGAIN: the daemon's listen backlog is full
+                _wait_for_room(sock, address, deadline)
             if uid is not None:
                 _check_listener(sock, uid)
             return sock
@@ -108,16 +114,18 @@ def connect(addresses: Sequence[str], deadline: float, uid: int | None = None) -
     raise first
 
 
-def _connect(sock: _socket.socket, address: str, deadline: float) -> None:
+def _wait_for_room(sock: _socket.socket, address: str, deadline: float) -> None:
     while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            msg = "the listen backlog stays full"
+            raise BlockingIOError(errno.EAGAIN, msg)
+        time.sleep(_SLICE if left > _SLICE else left)
         try:
             sock.connect(address)
             return
-        except BlockingIOError:  # EAGAIN: the daemon's listen backlog is full
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise
-            time.sleep(min(left, _SLICE))
+        except BlockingIOError:
+            continue
 
 
 def _check_listener(sock: _socket.socket, uid: int) -> None:
@@ -138,20 +146,21 @@ def exchange(sock: _socket.socket, request: bytes, deadline: float) -> bytes:
     reply may still come), or ConnectionError when the daemon hung up
     without a reply.
     """
-    sent = sock.send(request, socket.MSG_NOSIGNAL)
-    sock.settimeout(max(deadline - time.monotonic(), 1e-9))
+    sent = sock.send(request, _NOSIGNAL)
+    left = deadline - time.monotonic()
+    sock.settimeout(left if left > _SOON else _SOON)
     if sent < len(request):  # larger than the socket's buffer
-        sock.sendall(memoryview(request)[sent:], socket.MSG_NOSIGNAL)
-    reply = b""
-    while True:
-        chunk = sock.recv(512)
+        sock.sendall(memoryview(request)[sent:], _NOSIGNAL)
+    reply = sock.recv(512)
+    while not reply.endswith(b"\n"):  # a reply in pieces, or none
+        left = deadline - time.monotonic()
+        sock.settimeout(left if left > _SOON else _SOON)
+        chunk = sock.recv(512) if reply else b""
         if not chunk:
             msg = "the daemon closed the connection without a reply"
             raise ConnectionResetError(msg)
         reply += chunk
-        if reply.endswith(b"\n"):
-            return reply
-        sock.settimeout(max(deadline - time.monotonic(), 1e-9))  # a reply in pieces
+    return reply
 
 
 def round_trip(

@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 import weakref
+from threading import get_ident
 
 from . import _connect, protocol
 from ._connect import ENV_ADDRESS
@@ -48,7 +49,7 @@ from ._typing import override
 
 TYPE_CHECKING = False  # without importing typing: see _typing.py
 if TYPE_CHECKING:
-    import socket
+    import _socket
     from typing import Protocol
 
     from typing_extensions import TypeAlias
@@ -167,7 +168,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
     def _reset(self) -> None:
         """The state of a new handler, or of a child's after fork."""
         self.delivered = self.undelivered = self.truncated = self.restamped = 0
-        self._held: list[tuple[socket.socket, Summary | None]] = []
+        self._held: list[tuple[_socket.socket, Summary | None]] = []
         self._ledger = Ledger()
         self._inside: dict[int, list[logging.LogRecord]] = {}
         self._warned_at = -_WARN_EVERY
@@ -187,12 +188,6 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         level = logging.getLevelName(self.level)
         where = " or ".join(map(protocol.display_address, self.addresses))
         return f"<{type(self).__name__} {where} ({level})>"
-
-    @override
-    def makeSocket(self, timeout: float = 1) -> socket.socket:
-        """A socket connected to the daemon, waiting up to ``timeout``
-        seconds for room when its listen backlog is full."""
-        return _connect.connect(self.addresses, time.monotonic() + timeout, self.daemon_uid)  # type: ignore[return-value]  # the C base class, same methods
 
     @override
     def makePickle(self, record: logging.LogRecord) -> bytes:
@@ -215,19 +210,17 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
                 self.restamped += restamped
         return request
 
-    def _request(self, record: logging.LogRecord) -> tuple[logging.LogRecord, bytes]:
-        """The record (or the stand-in of one that cannot be formatted) and
-        its request."""
+    def _stand_in(
+        self, record: logging.LogRecord, error: Exception
+    ) -> tuple[logging.LogRecord, bytes]:
+        """A record that could not be formatted: its stand-in, and the request."""
+        self.handleError(record)  # the standard report, if logging.raiseExceptions
+        record = _stand_in(record, error)
         try:
-            return record, self.makePickle(record)
-        except Exception as error:  # e.g. a format string that does not fit its args
-            self.handleError(record)  # the standard report, if logging.raiseExceptions
-            record = _stand_in(record, error)
-            try:
-                text = self.format(record)  # the formatter's shape (JSON, say), if it can
-            except Exception:
-                text = record.msg
-            return record, self._encode(text, record.created)
+            text = self.format(record)  # the formatter's shape (JSON, say), if it can
+        except Exception:
+            text = record.msg
+        return record, self._encode(text, record.created)
 
     @override
     def handle(self, record: logging.LogRecord) -> bool:
@@ -249,78 +242,47 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         the fallback and count it.  Never raises, but for a BaseException
         that is not an Exception (KeyboardInterrupt from a signal handler,
         say), once the record is counted and in the fallback."""
-        thread = threading.get_ident()
+        thread = get_ident()
         later = self._inside.get(thread)
         if later is not None:  # a signal handler, or a formatter, logging from inside
             later.append(record)
             return
         self._inside[thread] = later = []
+        request = None
         try:
-            self._emit(record)
+            try:
+                request = self.makePickle(record)
+            except Exception as error:  # e.g. a format string that does not fit its args
+                record, request = self._stand_in(record, error)
+            self.send(request)
+        except (OSError, _Refused, _BackingOff, protocol.ProtocolError) as error:
+            self._undelivered(record, request, error)
+        except Exception as error:  # a fault of this handler's own: still not lost
+            self.handleError(record)
+            self._undelivered(record, request, error)
+        except BaseException as error:  # KeyboardInterrupt from a signal handler, say
+            self._undelivered(record, request, error)
+            raise
         finally:
             del self._inside[thread]
             while later:  # each in its turn, as if logged now
                 self.emit(later.pop(0))
-
-    def _emit(self, record: logging.LogRecord) -> None:
-        request = None
-        try:
-            record, request = self._request(record)
-            self.send(request)
-            return
-        except (OSError, _Refused, _BackingOff, protocol.ProtocolError) as error:
-            reason: BaseException = error
-        except Exception as error:  # a fault of this handler's own: still not lost
-            self.handleError(record)
-            reason = error
-        except BaseException as error:  # KeyboardInterrupt from a signal handler, say
-            self._undelivered(record, request, error)
-            raise
-        self._undelivered(record, request, reason)
 
     @override
     def send(self, s: bytes) -> None:  # type: ignore[override]  # bytes only
         """Deliver one request and read the daemon's acknowledgement within
         the timeout; raise when it is not acknowledged."""
         deadline = time.monotonic() + self.timeout
-        sock = None
+        ledger = self._ledger
         # Unlocked reads are enough to see that nothing is amiss (the usual case).
-        if self._held or self._stall is not None or self._ledger.owes():
+        if self._held or self._stall is not None or ledger.open or ledger.on_its_way:
             sock = self._before_sending(deadline)
-        self._deliver(s, deadline, sock)
-        with self._lock:
-            self.delivered += 1
-            self._stall = self.retryTime = None
-
-    def _before_sending(self, deadline: float) -> socket.socket | None:
-        """Read late replies, honour a backoff, send the summary if one is
-        due; return the connection to use (None: a new one)."""
-        self._reap()
-        sock = None
-        with self._lock:
-            stall = self._stall if self._backing_off() else None
-        if stall == _HUNG:
-            raise _BackingOff(self._stall)
-        if stall == _FULL:  # is there room now? Asking costs microseconds
-            try:
-                sock = self.makeSocket(0)
-            except OSError:
-                raise _BackingOff(self._stall) from None
-        with self._lock:
-            summary = self._ledger.claim(time.monotonic())
-        if summary is not None:
-            self._send_summary(summary, deadline, sock)
+        else:
             sock = None
-        return sock
-
-    def _backing_off(self) -> bool:
-        return self.retryTime is not None and time.monotonic() < self.retryTime
-
-    def _deliver(self, request: bytes, deadline: float, sock: socket.socket | None = None) -> None:
         if sock is None:
-            sock = self.makeSocket(deadline - time.monotonic())
+            sock = _connect.connect(self.addresses, deadline, self.daemon_uid)
         try:
-            reply = _connect.exchange(sock, request, deadline)
+            reply = _connect.exchange(sock, s, deadline)
         except OSError as error:
             if _connect.is_timeout(error):
                 self._hold(sock, None)
@@ -335,8 +297,35 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             answer = protocol.decode_reply(reply)
             if isinstance(answer, protocol.Error):
                 raise _Refused(answer.message)
+        with self._lock:
+            self.delivered += 1
+            self._stall = self.retryTime = None
 
-    def _send_summary(self, summary: Summary, deadline: float, sock: socket.socket | None) -> None:
+    def _before_sending(self, deadline: float) -> _socket.socket | None:
+        """Read late replies, honour a backoff, send the summary if one is
+        due; return the connection to use (None: a new one)."""
+        self._reap()
+        sock = None
+        with self._lock:
+            stall = self._stall if self._backing_off() else None
+        if stall == _HUNG:
+            raise _BackingOff(self._stall)
+        if stall == _FULL:  # is there room now? Asking costs microseconds
+            try:
+                sock = _connect.connect(self.addresses, 0.0, self.daemon_uid)
+            except OSError:
+                raise _BackingOff(self._stall) from None
+        with self._lock:
+            summary = self._ledger.claim(time.monotonic())
+        if summary is not None:
+            self._send_summary(summary, deadline, sock)
+            sock = None
+        return sock
+
+    def _backing_off(self) -> bool:
+        return self.retryTime is not None and time.monotonic() < self.retryTime
+
+    def _send_summary(self, summary: Summary, deadline: float, sock: _socket.socket | None) -> None:
         """Tell the daemon how many records it missed, and when.  If it
         refuses, the record is tried anyway; if it does not answer in time,
         the summary is settled by its late reply."""
@@ -349,7 +338,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         delivered = False
         try:
             if sock is None:
-                sock = self.makeSocket(deadline - time.monotonic())
+                sock = _connect.connect(self.addresses, deadline, self.daemon_uid)
             reply = _connect.exchange(sock, request, deadline)
         except OSError as error:
             if sock is not None and _connect.is_timeout(error):
@@ -374,7 +363,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         with self._lock:
             self._ledger.settle(summary, delivered=delivered)
 
-    def _hold(self, sock: socket.socket, summary: Summary | None) -> None:
+    def _hold(self, sock: _socket.socket, summary: Summary | None) -> None:
         """Keep a request that got no reply in time open for its late reply."""
         sock.settimeout(0.0)  # its reply is read later without waiting
         with self._lock:
@@ -392,7 +381,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             held, self._held = self._held, []
         if not held:
             return
-        waiting: list[tuple[socket.socket, Summary | None]] = []
+        waiting: list[tuple[_socket.socket, Summary | None]] = []
         settled: list[tuple[Summary, bool]] = []
         for sock, summary in held:
             try:

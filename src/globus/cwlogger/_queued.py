@@ -259,7 +259,7 @@ def _hook_exits() -> None:
                 pass
     util = sys.modules.get("multiprocessing.util")
     if util is None and "billiard" in sys.modules:  # its processes import it only to end
-        import multiprocessing.util as util
+        from multiprocessing import util
     if util is not None and "multiprocessing" not in hooked:
         hooked.add("multiprocessing")
         util.Finalize(None, _close_all, exitpriority=100)

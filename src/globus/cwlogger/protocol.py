@@ -119,10 +119,11 @@ def encode_event(message: str, timestamp: int) -> tuple[bytes, int]:
     if type(message) is not str or not message or len(message) > _SAFE_CHARS:
         message, cut = fit_message(message)
     try:
-        return _request(message, timestamp), cut
+        quoted = encode_basestring(message)
+        return f'{{"message": {quoted}, "timestamp": {timestamp}}}\n'.encode(), cut
     except UnicodeEncodeError:  # lone surrogates: rare, so repaired lazily
         message, cut = fit_message(message)
-        return _request(message, timestamp), cut
+        return encode_event(message, timestamp)[0], cut
 
 
 def stamp(created: object, now: float) -> tuple[int, bool]:
@@ -151,11 +152,6 @@ def restamp(request: bytes, now: float) -> tuple[bytes, bool]:
         return request, False
     head = request[: request.rindex(b": ") + 2]
     return b"%s%d}\n" % (head, timestamp), True
-
-
-def _request(message: str, timestamp: int) -> bytes:
-    quoted = encode_basestring(message)
-    return f'{{"message": {quoted}, "timestamp": {timestamp}}}\n'.encode()
 
 
 class ProtocolError(ValueError):

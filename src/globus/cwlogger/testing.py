@@ -117,6 +117,7 @@ class LocalDaemon:
         self._on_event = on_event
         self._held: list[tuple[socket.socket, bytes]] = []
         self._changed = threading.Condition()
+        self._answered = 0  # events whose acknowledgement was sent
         self._stopping = threading.Event()
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -166,7 +167,7 @@ class LocalDaemon:
         or ``timeout`` seconds passed, and return the events received so far;
         with ``strict``, fewer than ``count`` raise TimeoutError instead."""
         with self._changed:
-            arrived = self._changed.wait_for(lambda: len(self.events) >= count, timeout)
+            arrived = self._changed.wait_for(lambda: self._answered >= count, timeout)
             if strict and not arrived:
                 msg = f"{len(self.events)} of {count} events arrived within {timeout} s"
                 raise TimeoutError(msg)
@@ -226,14 +227,14 @@ class LocalDaemon:
             if not event.message:
                 self.wedged = True
                 sys.stderr.write("LocalDaemon: acknowledged an empty message (wedges the daemon)\n")
-            length = len(self.events) + 1
+            self.events.append(event)  # there before its client has the reply
+            length = len(self.events)
             full = self.queue_percent_full
             full = 100 * length / _QUEUE_SIZE if full is None else full
             health = {"queue_length": length, "queue_percent_full": full}
             self._send(conn, json.dumps({"status": "ok", "health": health}).encode() + b"\n")
-            # Only now: a test woken by wait_for() may expect the reply read.
-            with self._changed:
-                self.events.append(event)
+            with self._changed:  # and wait_for() returns only once the reply is sent
+                self._answered += 1
                 self._changed.notify_all()
             if self._on_event is not None:
                 self._on_event(event)
