@@ -2,12 +2,17 @@
 and how soon does delivery resume once the daemon is back?
 
     PYTHONPATH=src python benchmarks/faults.py [--json OUT] [--only FAULT,...]
+        [--loads 1,8,4p,fork,forkserver,pool] [--extra] [--keep DIR]
 
 Each row runs an independent daemon (``faultd.py``) in its own process, so
 it can really be killed, stopped and restarted, and logs a steady stream of
 records (one every 5 ms per thread or process) before, during and after one
-fault.  Every record carries an id; the daemon writes each event it queued to
-a file, and the fallback is a counting handler, so each record is matched:
+fault.  Some rows also change how the logging process runs: a SIGALRM
+handler that logs through the same handler 1000 times a second, gevent's
+monkey-patching, a slow fallback, ``SIGPIPE`` at its default, the queue
+handler in children that end through ``os._exit``, ``close()`` on another
+thread.  Every record carries an id; the daemon writes each event it queued
+to a file, and the fallback is a counting handler, so each record is matched:
 
 - ``ack``: records the daemon queued (from its file, not from the handler);
 - ``fallback``: records the handler handed to its fallback;
@@ -16,16 +21,20 @@ a file, and the fallback is a counting handler, so each record is matched:
   both have it;
 - ``lost``: emitted, but neither acknowledged nor in the fallback;
 - ``twice``: records the daemon queued more than once;
-- ``slowest``: the slowest single ``logger.info`` call;
+- ``slowest``: the slowest single ``logger.info`` call, less the time it
+  spent inside the fallback handler itself (a slow fallback's own cost,
+  which no handler can bound; it is shown apart);
 - ``resume``: seconds from the daemon's return until every thread or process
-  had a record acknowledged again (a record it did not also put in the
-  fallback);
+  still logging had a record acknowledged again (a record it did not also
+  put in the fallback);
 - ``hangups``: clients that hung up before the daemon's reply (the real
   daemon logs a traceback for each).
 
 Exit status 1 when a record is lost or queued twice, a call took longer than
 the timeout plus 10%, delivery resumed more than a second after the daemon
-came back, or the daemon was handed an empty message.
+came back, the daemon was handed an empty message, a logging process died,
+or ``close()`` took longer than it promises.  ``--markdown`` prints only the
+README's table of a previous run's JSON.
 """
 
 from __future__ import annotations
@@ -33,8 +42,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import logging
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.pool
 import os
 import platform
 import re
@@ -47,13 +60,14 @@ import threading
 import time
 import traceback
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
-from globus.cwlogger import GlobusSocketHandler
+from globus.cwlogger import GlobusQueueHandler, GlobusSocketHandler
 
 HERE = Path(__file__).resolve().parent
 FAULTD = HERE / "faultd.py"
@@ -68,13 +82,30 @@ MAX_MESSAGE_BYTES = 262118
 RID_SPAN = 1_000_000  # record id = worker * RID_SPAN + sequence number
 RID = re.compile(r"\[(\d+)\] ")
 # An empty message has no room for the record id, so the id travels in the
-# record's creation time: timestamp = STAMP_BASE_MS + id.
-STAMP_BASE_MS = 1_700_000_000_000
+# record's creation time: timestamp = STAMP_BASE_MS + id.  The handler
+# restamps a creation time CloudWatch would discard (over 14 days old, over
+# 2 hours ahead), so the base is 12 hours ago: ids up to 10 * RID_SPAN ms
+# (2.8 hours) stay inside the window, and no record stamped now falls in
+# [STAMP_BASE_MS, STAMP_BASE_MS + 10 * RID_SPAN).
+STAMP_BASE_MS = (int(time.time()) - 12 * 3600) * 1000
+STAMP_SPAN = 10 * RID_SPAN
+EMPTY_PLACEHOLDER = "(empty log message)"  # what README.md says an empty one becomes
 SUMMARY = re.compile(r'^\{"type": "audit", "subtype": "cwlogger\.undelivered"')
 SENTINEL = "[sentinel]"
 HEAD = 300  # characters of each event the daemon keeps in its file
 
 BIG = "x" * 300_000
+SIGNAL_WORKER = 9  # the id of the records a SIGALRM handler logs
+BURST = 50  # records a multiprocessing child logs at once, right before it ends
+TASK_RECORDS = 40  # records one Pool task logs (at the steady pace) before its burst
+CLOSE_AFTER = 0.4  # seconds into a "close" row's fault before close() is called
+
+if sys.version_info >= (3, 12):  # fork() with the harness's threads running
+    warnings.filterwarnings(
+        "ignore", message=r".*use of fork\(\) may lead", category=DeprecationWarning
+    )
+
+Handler = Union[GlobusSocketHandler, GlobusQueueHandler]
 
 
 # -- records ---------------------------------------------------------------
@@ -103,6 +134,8 @@ def expected_message(kind: str, rid: int) -> str | None:
         return f"[{rid}] lone surrogate \ufffd here"
     if kind == "multiline":
         return f'[{rid}] line one\nline two\t"quoted" Grüße 日本'
+    if kind == "empty":
+        return EMPTY_PLACEHOLDER
     if kind == "normal":
         return f"[{rid}] record"
     return None
@@ -112,14 +145,54 @@ MESSAGE_KINDS = ("oversized", "surrogate", "empty", "multiline")
 
 
 class CountingFallback(logging.Handler):
-    """The fallback: remembers the id of every record it is handed."""
+    """The fallback: remembers the id of every record it is handed (in a list,
+    or as a line appended to ``path``, for processes that cannot report back
+    after they end), and how long each thread spent in it.  ``delay`` makes
+    it slow, for each caller on its own: it takes no lock, so any delay one
+    thread sees through it is the handler's doing, not the fallback's."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0, path: str | None = None) -> None:
         super().__init__()
+        self.delay = delay
+        self.path = path
         self.rids: list[int] = []
+        self._spent = threading.local()
+        self._fd: tuple[int, int] | None = None  # (pid, fd)
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        began = time.perf_counter()
+        if self.delay:
+            time.sleep(self.delay)
+        rid = int(getattr(record, "rid", -1))
+        if self.path is None:
+            self.rids.append(rid)
+        else:
+            os.write(self._file(), b"%d\n" % rid)  # O_APPEND: one write, whole
+        self._spent.seconds = self.spent() + time.perf_counter() - began
+        return True
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.rids.append(int(getattr(record, "rid", -1)))
+        self.handle(record)
+
+    def spent(self) -> float:
+        """Seconds this thread spent in the fallback so far."""
+        seconds: float = getattr(self._spent, "seconds", 0.0)
+        return seconds
+
+    def _file(self) -> int:
+        assert self.path is not None
+        if self._fd is None or self._fd[0] != os.getpid():
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            self._fd = (os.getpid(), os.open(self.path, flags, 0o600))
+        return self._fd[1]
+
+    def recorded(self) -> list[int]:
+        """Every id handed to it, in this process and (with ``path``) any other."""
+        if self.path is None:
+            return list(self.rids)
+        with contextlib.suppress(FileNotFoundError), open(self.path, encoding="ascii") as lines:
+            return [int(line) for line in lines if line.endswith("\n")]
+        return []
 
 
 class StampEmpty(logging.Filter):
@@ -130,6 +203,30 @@ class StampEmpty(logging.Filter):
             rid = int(getattr(record, "rid", 0))
             record.created = (STAMP_BASE_MS + rid + 0.5) / 1000
         return True
+
+
+def make_handler(kind: str, address: str, timeout: float, fallback: logging.Handler) -> Handler:
+    handler: Handler
+    if kind == "queue":
+        handler = GlobusQueueHandler(address, timeout=timeout, fallback=fallback)
+    else:
+        handler = GlobusSocketHandler(address, timeout=timeout, fallback=fallback)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
+def make_logger(handler: Handler) -> logging.Logger:
+    logger = logging.getLogger(f"faults.{uuid.uuid4().hex}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addFilter(StampEmpty())
+    logger.addHandler(handler)
+    return logger
+
+
+def sending(handler: Handler) -> GlobusSocketHandler:
+    """The handler that does the sending (and keeps the counts)."""
+    return handler.target if isinstance(handler, GlobusQueueHandler) else handler
 
 
 # -- the daemon ------------------------------------------------------------
@@ -234,13 +331,16 @@ def fill_backlog(address: str) -> int:
 
 # -- faults ----------------------------------------------------------------
 
+ALL_LOADS = ("1", "8", "4p")
+
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault: what the daemon does before, during and after it."""
+    """One fault: what the daemon does before, during and after it, and how
+    the logging process runs meanwhile."""
 
     name: str
-    #: What a README reader calls this state of the daemon.
+    #: What a README reader calls this state of the daemon (and process).
     state: str
     #: Extra faultd arguments (e.g. the mode SIGUSR2 turns on); "{2t}"
     #: stands for twice the handler's timeout.
@@ -254,81 +354,191 @@ class Fault:
     path: bool = False
     #: Kinds of record to log during the fault, in turn (default: plain ones).
     messages: tuple[str, ...] = ()
+    # -- the logging process
+    #: The loads it runs under (Load.key).
+    loads: tuple[str, ...] = ALL_LOADS
+    #: "socket": GlobusSocketHandler; "queue": GlobusQueueHandler.
+    handler: str = "socket"
+    #: SIGALRM this many times a second in the main thread (which logs too),
+    #: whose handler logs one record through the same handler.
+    alarm_hz: float = 0.0
+    #: Seconds the fallback takes for each record.
+    fallback_delay: float = 0.0
+    #: Run the row in a process of its own, set up first by PRELUDES[prelude].
+    prelude: str = ""
+    # -- the README's words; {...} are filled from the measurements (see cells)
+    call: str = ""
+    ends: str = ""
+    resumes: str = ""
 
-    def begin(self, daemon: Daemon, notes: list[str]) -> None:
+    def begin(self, run: Run) -> None:
         """Make the fault happen."""
 
-    def end(self, daemon: Daemon, notes: list[str]) -> float | None:
+    def end(self, run: Run) -> float | None:
         """End it; return the time the daemon was back (None: it never left)."""
         return None
 
 
 @dataclass(frozen=True)
 class Absent(Fault):
-    def end(self, daemon: Daemon, notes: list[str]) -> float | None:
-        return daemon.start()
+    def end(self, run: Run) -> float | None:
+        return run.daemon.start()
 
 
 @dataclass(frozen=True)
 class KillRestart(Fault):
-    def begin(self, daemon: Daemon, notes: list[str]) -> None:
-        daemon.kill()
+    def begin(self, run: Run) -> None:
+        run.daemon.kill()
         if self.path:
-            left = os.path.exists(daemon.address)
-            notes.append("socket file left behind" if left else "socket file NOT left behind")
+            left = os.path.exists(run.daemon.address)
+            run.notes.append("socket file left behind" if left else "socket file NOT left behind")
 
-    def end(self, daemon: Daemon, notes: list[str]) -> float | None:
-        return daemon.start()
+    def end(self, run: Run) -> float | None:
+        return run.daemon.start()
 
 
 @dataclass(frozen=True)
 class StopResume(Fault):
-    def begin(self, daemon: Daemon, notes: list[str]) -> None:
-        daemon.signal(signal.SIGSTOP)
+    def begin(self, run: Run) -> None:
+        run.daemon.signal(signal.SIGSTOP)
 
-    def end(self, daemon: Daemon, notes: list[str]) -> float | None:
-        return daemon.signal(signal.SIGCONT)
+    def end(self, run: Run) -> float | None:
+        return run.daemon.signal(signal.SIGCONT)
 
 
 @dataclass(frozen=True)
 class ModeSwitch(Fault):
     """faultd's ``--fault`` mode between SIGUSR2 and SIGUSR1."""
 
-    def begin(self, daemon: Daemon, notes: list[str]) -> None:
-        daemon.signal(signal.SIGUSR2)
+    def begin(self, run: Run) -> None:
+        run.daemon.signal(signal.SIGUSR2)
 
-    def end(self, daemon: Daemon, notes: list[str]) -> float | None:
-        return daemon.signal(signal.SIGUSR1)
+    def end(self, run: Run) -> float | None:
+        return run.daemon.signal(signal.SIGUSR1)
 
 
 @dataclass(frozen=True)
 class BacklogFull(ModeSwitch):
-    def begin(self, daemon: Daemon, notes: list[str]) -> None:
-        super().begin(daemon, notes)
+    def begin(self, run: Run) -> None:
+        super().begin(run)
         time.sleep(0.02)  # let it finish the connection it is serving
-        notes.append(f"backlog filled with {fill_backlog(daemon.address)} connections")
+        run.notes.append(f"backlog filled with {fill_backlog(run.daemon.address)} connections")
 
+
+@dataclass(frozen=True)
+class CloseDuring(StopResume):
+    """Stopped; while the workers log, the handler is closed twice by
+    another thread (this one); then resumed.  The handler stays usable."""
+
+    def begin(self, run: Run) -> None:
+        super().begin(run)
+        time.sleep(CLOSE_AFTER)  # a request is held for its late reply by then
+        for _ in range(2):
+            began = time.perf_counter()
+            run.handler.close()
+            run.closes.append(time.perf_counter() - began)
+
+
+STOPPED = "stopped (SIGSTOP), then resumed"
+AS_STOPPED = "as when stopped ({blocked} calls in {during} s blocked, for at most {slowest})"
 
 FAULTS: tuple[Fault, ...] = (
-    Absent("no daemon", "not running at all", before=0.0, running=False),
-    KillRestart("killed+restarted", "killed (SIGKILL), then restarted"),
-    StopResume("stopped+resumed", "stopped (SIGSTOP), then resumed", during=2.5),
-    ModeSwitch(
-        "error replies", "refusing 1 in 3 ('too many events')", ("--fault", "error", "--every", "3")
+    Absent(
+        "no daemon", "not running at all", before=0.0, running=False,
+        resumes="within {resume} of its start",
+    ),
+    KillRestart(
+        "killed+restarted", "killed (SIGKILL), then restarted",
+        ends="{shares} while it is down; lost {lost}",
+    ),
+    KillRestart(
+        "stale socket file", "dead, its socket file left behind", path=True,
+        resumes="within {resume} of its restart",
+    ),
+    StopResume(
+        "stopped+resumed", STOPPED, during=2.5,
+        call="the first call blocks for the timeout, then one call per backoff period (1 s, "
+        "2 s, 4 s ... 30 s): {blocked} calls in {during} s, for at most {slowest}; the rest "
+        "return at once (slowest {quick_ms} ms)",
+        resumes="within {resume} of SIGCONT",
     ),
     ModeSwitch(
-        "slow replies",
-        "answering after 2x the timeout",
-        ("--fault", "delay", "--delay", "{2t}"),
-        during=2.0,
+        "slow replies", "answering after twice the timeout",
+        ("--fault", "delay", "--delay", "{2t}"), during=2.0,
+        call="a call blocks for the timeout, then the others go to the fallback at once until "
+        "its late reply ends the backoff ({blocked} calls in {during} s blocked, for at most "
+        "{slowest}; the rest at most {quick_ms} ms)",
+    ),
+    BacklogFull(
+        "never accepts", "not accepting (listen backlog full)", ("--fault", "noaccept"),
+        during=2.5, call=AS_STOPPED,
+        resumes="within {resume} (it first drains 1024 waiting connections)",
+    ),
+    ModeSwitch(
+        "error replies", "refusing 1 in 3 (`too many events in queue`)",
+        ("--fault", "error", "--every", "3"),
     ),
     ModeSwitch("closes", "closing without a reply", ("--fault", "close")),
-    BacklogFull(
-        "never accepts", "not accepting (backlog full)", ("--fault", "noaccept"), during=2.5
+    Fault(
+        "bad messages", "sent oversized, lone-surrogate, empty or multi-line records",
+        messages=MESSAGE_KINDS,
+        ends="{shares}: cut with a marker, U+FFFD, `(empty log message)`, one event; lost {lost}",
     ),
-    Fault("bad messages", "sent oversized/surrogate/empty records", messages=MESSAGE_KINDS),
-    KillRestart("stale socket file", "dead, its socket file left behind", path=True),
-)
+    # How the logging process runs, each with a daemon that fails meanwhile.
+    StopResume(
+        "signals 1 kHz", f"{STOPPED}, while a SIGALRM handler logs through the same handler "
+        "1000 times a second (in the main thread, which logs too)",
+        during=2.5, alarm_hz=1000.0, loads=("1", "8"),
+        call=AS_STOPPED + "; {signals} records from the signal handler ({nested} while "
+        "another logging call was under way), each call at most {signal_slowest}",
+        resumes="within {resume} of SIGCONT",
+    ),
+    StopResume(
+        "gevent", f"{STOPPED}, in a process under `gevent.monkey.patch_all()` (the threads "
+        "are greenlets)",
+        during=2.5, prelude="gevent", loads=("1", "8"), call=AS_STOPPED,
+        resumes="within {resume} of SIGCONT",
+    ),
+    StopResume(
+        "slow fallback", f"{STOPPED}, with a fallback that takes 50 ms per record",
+        during=2.5, fallback_delay=0.05, loads=("1", "8"),
+        call=AS_STOPPED + ", plus the call's own record in the fallback (at most {raw} in all)",
+        resumes="within {resume} of SIGCONT",
+    ),
+    ModeSwitch(
+        "SIGPIPE default", "hanging up in the middle of large requests, in a process with "
+        "`SIGPIPE` at its default (`SIG_DFL`)",
+        ("--fault", "cutoff"), messages=("oversized", "normal"), prelude="sigpipe",
+        loads=("1", "8"),
+        ends="{shares} (the large records), the process never killed; lost {lost}",
+    ),
+    StopResume(
+        "queue os._exit", f"{STOPPED}, for `GlobusQueueHandler` in multiprocessing "
+        "children, which end through `os._exit`: fork and forkserver `Process`es, a fork "
+        "`Pool(maxtasksperchild=1)`",
+        during=2.5, handler="queue", loads=("fork", "forkserver", "pool"),
+        call="returns at once (a queue put; slowest {slowest_ms} ms)",
+        ends="{shares}, counted at the daemon; lost {lost}; a child ended at most {exit} "
+        "after its last record (a burst of 50)",
+        resumes="within {resume} of SIGCONT",
+    ),
+    CloseDuring(
+        "close() socket", f"{STOPPED}; `close()` called twice on another thread while 8 "
+        "threads log",
+        during=2.5, loads=("8",),
+        call="the first `close()` takes {close} (a held request's timeout), the second "
+        "{close2}; logging calls as when stopped ({blocked} blocked, for at most {slowest})",
+        resumes="within {resume} of SIGCONT (the handler stays usable)",
+    ),
+    CloseDuring(
+        "close() queue", "the same, with `GlobusQueueHandler`", handler="queue",
+        during=2.5, loads=("8",),
+        call="the first `close()` takes {close} (at most three timeouts), the second "
+        "{close2}; then records are sent in the logging call ({blocked} blocked, for at "
+        "most {slowest})",
+        resumes="within {resume} of SIGCONT",
+    ),
+)  # fmt: skip
 
 
 #: Not part of the matrix; run with --extra.  Each shows a weakness found
@@ -342,6 +552,13 @@ EXTRA_FAULTS: tuple[Fault, ...] = (
     StopResume("stopped 8 s", "stopped (SIGSTOP) for 8 s, then resumed", during=8.0),
     Fault("format errors", "sent records whose format fails", messages=("badformat", "normal")),
 )
+
+#: What a row with a prelude runs first, in a fresh interpreter, before this
+#: script (as a service would: gevent patches before anything else imports).
+PRELUDES = {
+    "gevent": "from gevent import monkey; monkey.patch_all()",
+    "sigpipe": "import signal; signal.signal(signal.SIGPIPE, signal.SIG_DFL)",
+}
 
 
 # -- the load --------------------------------------------------------------
@@ -372,18 +589,39 @@ class WorkerReport:
     """What one thread or process logged, and how long its calls took."""
 
     worker: int
+    #: Records logged: sequence numbers 0 to emitted - 1.
     emitted: int = 0
     #: (record id, kind) for every record that is not a plain one.
     special: list[tuple[int, str]] = field(default_factory=list)
+    #: The slowest call, less its time in the fallback (see the module's doc).
     slowest: float = 0.0
+    #: The slowest call, its time in the fallback included.
+    slowest_raw: float = 0.0
     #: Calls that blocked for more than half the timeout.
     blocked: int = 0
     #: The slowest of the other calls.
     quick: float = 0.0
     #: Sequence numbers of the records logged during the fault: [first, end).
     during: tuple[int, int] = (0, 0)
+    #: Records logged once the daemon was back.
+    after: int = 0
+    #: When it logged its first record, and its last (time.monotonic()).
+    first: float = 0.0
     #: (seconds after the fault began, seconds it took) of calls over the limit.
     over_limit: list[tuple[float, float]] = field(default_factory=list)
+    last: float = 0.0
+    #: Records it logged inside another logging call (a signal handler's).
+    nested: int = 0
+    #: It is the SIGALRM handler, not a thread or process.
+    alarm: bool = False
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> WorkerReport:
+        report = cls(**payload)
+        report.special = [(rid, kind) for rid, kind in report.special]
+        report.over_limit = [(at, took) for at, took in report.over_limit]
+        report.during = (report.during[0], report.during[1])
+        return report
 
 
 @dataclass
@@ -400,11 +638,119 @@ class HandlerReport:
 @dataclass(frozen=True)
 class Load:
     name: str
+    #: For --loads and Fault.loads.
+    key: str
     threads: int = 0
     processes: int = 0
+    #: Processes started by multiprocessing: "fork", "forkserver", or a
+    #: "pool" of fork workers replaced after each task.
+    mp: str = ""
 
 
-LOADS = (Load("1 thread", threads=1), Load("8 threads", threads=8), Load("4 procs", processes=4))
+LOADS = (
+    Load("1 thread", "1", threads=1),
+    Load("8 threads", "8", threads=8),
+    Load("4 procs", "4p", processes=4),
+    Load("mp fork", "fork", processes=4, mp="fork"),
+    Load("forkserver", "forkserver", processes=4, mp="forkserver"),
+    Load("mp pool", "pool", processes=2, mp="pool"),
+)
+
+
+@dataclass
+class Stream:
+    """The steady stream of records one worker logs, and how each is timed."""
+
+    logger: logging.Logger
+    schedule: Schedule
+    messages: tuple[str, ...]
+    timeout: float
+    fallback: CountingFallback
+    #: Logging calls under way in this process, one inside another at most.
+    busy: int = 0
+
+    @property
+    def limit(self) -> float:
+        return self.timeout * CALL_LIMIT
+
+    def log_one(self, report: WorkerReport, seq: Iterator[int]) -> None:
+        """Log the worker's next record and time the call.  A signal handler
+        may call this inside another call of its own worker: the sequence
+        number comes from ``next(seq)``, which a signal cannot split."""
+        n = next(seq)
+        now = time.monotonic()
+        schedule = self.schedule
+        rid = report.worker * RID_SPAN + n
+        kind = "normal"
+        if schedule.fault <= now < schedule.back:
+            first, end = report.during
+            report.during = (min(first, n) if end else n, max(end, n + 1))
+            if self.messages:
+                kind = self.messages[n % len(self.messages)]
+                report.special.append((rid, kind))
+        elif now >= schedule.back:
+            report.after += 1
+        report.first = report.first or now
+        report.nested += bool(self.busy)
+        spent = self.fallback.spent()
+        self.busy += 1
+        began = time.perf_counter()
+        try:
+            log_record(self.logger, kind, rid)
+        finally:
+            took = time.perf_counter() - began
+            self.busy -= 1
+        own = took - (self.fallback.spent() - spent)
+        report.slowest = max(report.slowest, own)
+        report.slowest_raw = max(report.slowest_raw, took)
+        if own > self.timeout / 2:
+            report.blocked += 1
+        else:
+            report.quick = max(report.quick, own)
+        if own > self.limit:
+            report.over_limit.append((round(now - schedule.fault, 3), round(own, 3)))
+        report.last = time.monotonic()
+
+    def work(self, worker: int, records: int | None = None, burst: int = 0) -> WorkerReport:
+        """Log one record every PACE seconds from start to stop (or until
+        ``records`` were logged), then ``burst`` more at once."""
+        report = WorkerReport(worker)
+        seq = itertools.count()
+        due = self.schedule.start
+        logged = 0
+        while records is None or logged < records:
+            sleep_until(due)
+            if time.monotonic() >= self.schedule.stop:
+                break
+            self.log_one(report, seq)
+            logged += 1
+            # A steady pace: after a slow call, carry on rather than catch up.
+            due = max(due + PACE, time.monotonic())
+        for _ in range(burst):
+            self.log_one(report, seq)
+        report.emitted = next(seq)  # the next it would have used
+        return report
+
+
+@contextlib.contextmanager
+def alarms(stream: Stream, hz: float, report: WorkerReport) -> Iterator[None]:
+    """SIGALRM ``hz`` times a second; its handler logs one record (worker
+    SIGNAL_WORKER) through the same logger, whatever the main thread is
+    doing: sleeping, or inside a logging call of its own."""
+    seq = itertools.count()
+
+    def on_alarm(signum: int, frame: object) -> None:
+        if time.monotonic() < stream.schedule.stop:
+            stream.log_one(report, seq)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 1 / hz, 1 / hz)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        report.emitted = next(seq)
 
 
 @dataclass
@@ -416,32 +762,40 @@ class Run:
     load: Load
     timeout: float
     daemon: Daemon
-    handler: GlobusSocketHandler
+    handler: Handler
     fallback: CountingFallback
     logger: logging.Logger
     stderr: io.StringIO
     schedule: Schedule
     notes: list[str] = field(default_factory=list)
     children: list[int] = field(default_factory=list)
+    #: How long each close() took that the fault made (CloseDuring).
+    closes: list[float] = field(default_factory=list)
+    #: Seconds from a child's last record to its exit (multiprocessing).
+    exits: list[float] = field(default_factory=list)
 
     @property
     def limit(self) -> float:
         return self.timeout * CALL_LIMIT
 
+    @property
+    def stream(self) -> Stream:
+        return Stream(self.logger, self.schedule, self.fault.messages, self.timeout, self.fallback)
+
     def drive(self) -> float | None:
         """Make the fault happen on time; return when the daemon was back."""
         sleep_until(self.schedule.fault)
-        self.fault.begin(self.daemon, self.notes)
+        self.fault.begin(self)
         sleep_until(self.schedule.back)
-        return self.fault.end(self.daemon, self.notes)
+        return self.fault.end(self)
 
     def handler_report(self) -> HandlerReport:
-        handler = self.handler
+        handler = sending(self.handler)
         return HandlerReport(
             handler.delivered,
             handler.undelivered,
             handler.truncated,
-            list(self.fallback.rids),
+            self.fallback.recorded(),
             self.stderr.getvalue(),
         )
 
@@ -452,64 +806,50 @@ def sleep_until(moment: float) -> None:
         time.sleep(delay)
 
 
-def work(run: Run, worker: int) -> WorkerReport:
-    """Log one record every PACE seconds from start to stop; time each call."""
-    report = WorkerReport(worker)
-    schedule = run.schedule
-    due = schedule.start
-    while True:
-        sleep_until(due)
-        now = time.monotonic()
-        if now >= schedule.stop:
-            return report
-        rid = worker * RID_SPAN + report.emitted
-        kind = "normal"
-        if schedule.fault <= now < schedule.back:
-            first = report.during[0] if report.during[1] else report.emitted
-            report.during = (first, report.emitted + 1)
-            if run.fault.messages:
-                kind = run.fault.messages[report.emitted % len(run.fault.messages)]
-                report.special.append((rid, kind))
-        began = time.perf_counter()
-        log_record(run.logger, kind, rid)
-        took = time.perf_counter() - began
-        report.emitted += 1
-        report.slowest = max(report.slowest, took)
-        if took > run.timeout / 2:
-            report.blocked += 1
-        else:
-            report.quick = max(report.quick, took)
-        if took > run.limit:
-            report.over_limit.append((round(now - schedule.fault, 3), round(took, 3)))
-        # A steady pace: after a slow call, carry on rather than catch up.
-        due = max(due + PACE, time.monotonic())
+Outcome = tuple[list[WorkerReport], list[HandlerReport], Union[float, None]]
 
 
-def run_threads(run: Run) -> tuple[list[WorkerReport], list[HandlerReport], float | None]:
-    """Threads share the handler; this thread drives the fault."""
+def run_threads(run: Run) -> Outcome:
+    """Threads share the handler; the main thread is worker 1 (signals are
+    handled there), another thread drives the fault."""
     reports: list[WorkerReport] = []
     errors: list[BaseException] = []
+    back: list[float | None] = []
+    stream = run.stream
 
     def target(worker: int) -> None:
         try:
-            reports.append(work(run, worker))
+            reports.append(stream.work(worker))
         except BaseException as error:
             errors.append(error)
 
-    pool = [threading.Thread(target=target, args=(n,)) for n in range(1, run.load.threads + 1)]
+    def drive() -> None:
+        try:
+            back.append(run.drive())
+        except BaseException as error:
+            errors.append(error)
+
+    pool = [threading.Thread(target=target, args=(n,)) for n in range(2, run.load.threads + 1)]
+    pool.append(threading.Thread(target=drive, name="driver"))
     for thread in pool:
         thread.start()
     try:
-        back = run.drive()
+        if run.fault.alarm_hz:
+            signals = WorkerReport(SIGNAL_WORKER, alarm=True)
+            with alarms(stream, run.fault.alarm_hz, signals):
+                reports.append(stream.work(1))
+            reports.append(signals)
+        else:
+            reports.append(stream.work(1))
     finally:
         for thread in pool:
             thread.join()
     if errors:
         raise errors[0]
-    return reports, [], back
+    return reports, [], back[0]
 
 
-def run_forked(run: Run) -> tuple[list[WorkerReport], list[HandlerReport], float | None]:
+def run_forked(run: Run) -> Outcome:
     """Fork children that log through the handler this process built (after
     one record of its own, so they inherit a handler that was used); each
     reports to this one through a pipe."""
@@ -536,11 +876,7 @@ def run_forked(run: Run) -> tuple[list[WorkerReport], list[HandlerReport], float
             msg = f"child {pid} failed (status {status}): {data.decode(errors='replace')}"
             raise RuntimeError(msg)
         payload = json.loads(data)
-        report = WorkerReport(**payload["worker"])
-        report.special = [(rid, kind) for rid, kind in report.special]
-        report.over_limit = [(at, took) for at, took in report.over_limit]
-        report.during = (report.during[0], report.during[1])
-        workers.append(report)
+        workers.append(WorkerReport.from_dict(payload["worker"]))
         handlers.append(HandlerReport(**payload["handler"]))
     return workers, handlers, back
 
@@ -550,13 +886,13 @@ def _child(run: Run, worker: int, write_end: int) -> None:
     code = 1
     try:
         # Count only what this process does with its copy of the handler.
-        handler = run.handler
+        handler = sending(run.handler)
         before = (handler.delivered, handler.undelivered, handler.truncated)
         run.fallback.rids.clear()
         run.stderr.seek(0)
         run.stderr.truncate()
-        report = work(run, worker)
-        handler.close()
+        report = run.stream.work(worker)
+        run.handler.close()
         own = run.handler_report()
         own.delivered -= before[0]
         own.undelivered -= before[1]
@@ -572,6 +908,147 @@ def _child(run: Run, worker: int, write_end: int) -> None:
         os._exit(code)
 
 
+# -- multiprocessing children (GlobusQueueHandler, ending through os._exit)
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """What a multiprocessing child needs to log (picklable, for forkserver)."""
+
+    address: str
+    timeout: float
+    schedule: Schedule
+    fallback: str  # the file a CountingFallback appends ids to
+    records: int | None  # None: until the schedule stops
+    burst: int
+
+
+#: The parent's handler and logger, which fork children inherit.
+_INHERITED: dict[str, Any] = {}
+
+
+def mp_child(spec: ChildSpec, worker: int) -> dict[str, Any]:
+    """In a multiprocessing child: log through the inherited queue handler
+    (fork) or one of its own (forkserver), and return without closing it:
+    the process then ends through ``os._exit``, and only the handler's own
+    exit hooks can deliver what it still holds."""
+    logger = _INHERITED.get("logger")
+    if logger is None:  # forkserver: a process of its own, and its own stderr
+        sys.stderr = io.StringIO()  # the handler's warnings, as captured_stderr() keeps them
+        fallback = CountingFallback(path=spec.fallback)
+        logger = make_logger(make_handler("queue", spec.address, spec.timeout, fallback))
+        _INHERITED.update(logger=logger, fallback=fallback)
+    fallback = _INHERITED["fallback"]
+    stream = Stream(logger, spec.schedule, (), spec.timeout, fallback)
+    return asdict(stream.work(worker, spec.records, spec.burst))
+
+
+def mp_process(spec: ChildSpec, worker: int, conn: multiprocessing.connection.Connection) -> None:
+    conn.send(mp_child(spec, worker))
+    conn.close()
+
+
+def run_multiprocessing(run: Run) -> Outcome:
+    """multiprocessing children log through GlobusQueueHandler; what they
+    logged is counted at the daemon and in the fallback's file."""
+    log_record(run.logger, "normal", 0)  # worker 0 is this process
+    run.handler.flush()
+    assert run.fallback.path is not None
+    _INHERITED.update(logger=run.logger, fallback=run.fallback)
+    back: list[float | None] = []
+    driver = threading.Thread(target=lambda: back.append(run.drive()), name="driver")
+    try:
+        if run.load.mp == "pool":
+            spec = ChildSpec(
+                run.daemon.address, run.timeout, run.schedule, run.fallback.path,
+                TASK_RECORDS, BURST,
+            )  # fmt: skip
+            driver.start()
+            workers = _pool(run, spec)
+        else:
+            spec = ChildSpec(
+                run.daemon.address, run.timeout, run.schedule, run.fallback.path, None, BURST
+            )
+            workers = _processes(run, spec, driver)
+    finally:
+        _INHERITED.clear()
+        if driver.ident is not None:  # started
+            driver.join()
+    if not back:
+        msg = "the fault's driver failed"
+        raise RuntimeError(msg)
+    return [WorkerReport(0, emitted=1), *workers], [], back[0]
+
+
+def _processes(run: Run, spec: ChildSpec, driver: threading.Thread) -> list[WorkerReport]:
+    """Processes that log from start to stop, then a burst, and return; each
+    sends its report first.  How long each took to end after its last
+    record is measured from the moment it was gone."""
+    context: Any = multiprocessing.get_context(run.load.mp)  # typeshed: fork's, forkserver's
+    started: list[tuple[Any, multiprocessing.connection.Connection]] = []
+    reports: dict[int, WorkerReport] = {}
+    try:
+        for worker in range(1, run.load.processes + 1):
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(target=mp_process, args=(spec, worker, sender))
+            process.start()
+            sender.close()
+            started.append((process, receiver))
+        driver.start()
+        pending: dict[Any, tuple[Any, multiprocessing.connection.Connection]] = {}
+        for process, receiver in started:
+            pending[receiver] = pending[process.sentinel] = (process, receiver)
+        deadline = run.schedule.stop + 60
+        while pending:
+            ready = multiprocessing.connection.wait(list(pending), deadline - time.monotonic())
+            if not ready:
+                msg = f"{len(pending) // 2} children did not end"
+                raise RuntimeError(msg)
+            now = time.monotonic()
+            for waitable in ready:
+                process, receiver = pending.pop(waitable)
+                if process.pid not in reports and receiver.poll():
+                    with contextlib.suppress(EOFError):
+                        reports[process.pid] = WorkerReport.from_dict(receiver.recv())
+                if waitable is receiver:
+                    continue
+                process.join()  # it ended: its report came before
+                report = reports.get(process.pid)
+                if report is None or process.exitcode != 0:
+                    msg = f"child {process.pid} exited with {process.exitcode}, reported {report}"
+                    raise RuntimeError(msg)
+                run.exits.append(now - report.last)
+        return list(reports.values())
+    finally:
+        for process, receiver in started:
+            receiver.close()
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+def _pool(run: Run, spec: ChildSpec) -> list[WorkerReport]:
+    """Tasks of TASK_RECORDS records and a burst, each in a worker process
+    of its own (maxtasksperchild=1), from start to stop."""
+    pool = multiprocessing.get_context("fork").Pool(run.load.processes, maxtasksperchild=1)
+    results: list[multiprocessing.pool.AsyncResult[dict[str, Any]]] = []
+    try:
+        worker = 1
+        task = TASK_RECORDS * PACE
+        while time.monotonic() < run.schedule.stop - task:
+            if sum(not r.ready() for r in results) < run.load.processes:
+                results.append(pool.apply_async(mp_child, (spec, worker)))
+                worker += 1
+            else:
+                time.sleep(0.005)
+        pool.close()
+        pool.join()
+    except BaseException:
+        pool.terminate()
+        raise
+    return [WorkerReport.from_dict(r.get(0)) for r in results]
+
+
 # -- one row ---------------------------------------------------------------
 
 
@@ -581,6 +1058,7 @@ class Row:
 
     fault: str
     load: str
+    handler: str = "socket"
     emitted: int = 0
     acknowledged: int = 0
     fallback: int = 0
@@ -588,6 +1066,8 @@ class Row:
     lost: int = 0
     twice: int = 0
     slowest: float = 0.0
+    #: The slowest call with its time in the fallback.
+    slowest_raw: float = 0.0
     blocked: int = 0
     quick: float = 0.0
     #: The daemon left and came back, so ``resume`` was measured.
@@ -610,6 +1090,15 @@ class Row:
     altered: int = 0
     warnings: int = 0
     logging_errors: int = 0
+    #: Records a SIGALRM handler logged (inside a logging call of the main
+    #: thread's: nested), and its slowest call.
+    signals: int = 0
+    nested: int = 0
+    signal_slowest: float = 0.0
+    #: How long each close() the fault made took.
+    closes: list[float] = field(default_factory=list)
+    #: The longest a multiprocessing child took to end after its last record.
+    exit: float | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -628,9 +1117,10 @@ def captured_stderr() -> Iterator[io.StringIO]:
 
 
 def run_row(fault: Fault, load: Load, timeout: float, keep: Path | None = None) -> Row:
-    """Run one fault under one load, clean up every process, measure.
-
-    The daemon's files go to a temporary directory, or under ``keep``."""
+    """Run one fault under one load, clean up every process, measure (in a
+    process of its own, set up first, if the fault has a prelude)."""
+    if fault.prelude:
+        return run_isolated(fault, load, timeout, keep)
     began = time.monotonic()
     with contextlib.ExitStack() as stack:
         if keep is None:
@@ -649,16 +1139,17 @@ def run_row(fault: Fault, load: Load, timeout: float, keep: Path | None = None) 
         if fault.running:
             daemon.start()
 
-        fallback = CountingFallback()
-        handler = GlobusSocketHandler(address, timeout=timeout, fallback=fallback)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        # Children of multiprocessing cannot report after they end: their
+        # fallback appends to a file.
+        path = str(workdir / "fallback.txt") if load.mp else None
+        if path is not None:
+            _unlink(path)
+        fallback = CountingFallback(fault.fallback_delay, path)
+        handler = make_handler(fault.handler, address, timeout, fallback)
         stack.callback(handler.close)
-        logger = logging.getLogger(f"faults.{uuid.uuid4().hex}")
-        logger.propagate = False
-        logger.setLevel(logging.INFO)
-        logger.addFilter(StampEmpty())
-        logger.addHandler(handler)
+        logger = make_logger(handler)
         stderr = stack.enter_context(captured_stderr())
+        lead = 1.0 if load.mp else 0.2  # a forkserver takes its time to start
         run = Run(
             fault,
             load,
@@ -668,11 +1159,16 @@ def run_row(fault: Fault, load: Load, timeout: float, keep: Path | None = None) 
             fallback,
             logger,
             stderr,
-            Schedule.for_fault(fault),
+            Schedule.for_fault(fault, lead),
         )
         stack.callback(_reap, run.children)
 
-        go = run_forked if load.processes else run_threads
+        if load.mp:
+            go = run_multiprocessing
+        elif load.processes:
+            go = run_forked
+        else:
+            go = run_threads
         workers, handlers, back = go(run)
         handler.close()
         handlers.append(run.handler_report())
@@ -683,6 +1179,38 @@ def run_row(fault: Fault, load: Load, timeout: float, keep: Path | None = None) 
         daemon.stop()
         row = analyse(run, back, workers, handlers)
     row.seconds = round(time.monotonic() - began, 2)
+    return row
+
+
+def run_isolated(fault: Fault, load: Load, timeout: float, keep: Path | None) -> Row:
+    """The row in a fresh interpreter that runs PRELUDES[fault.prelude]
+    first, then this script with --child-row; its row comes back as JSON.
+    A process that dies (of SIGPIPE, say) is a failed row."""
+    began = time.monotonic()
+    code = (
+        f"{PRELUDES[fault.prelude]}\n"
+        "import runpy, sys\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    command = [sys.executable, "-c", code, str(Path(__file__).resolve()), "--child-row"]
+    command += [fault.name, "--loads", load.key, "--timeout", str(timeout)]
+    if keep is not None:
+        command += ["--keep", str(keep)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("ROW ")]
+    if done.returncode == 0 and lines:
+        return Row(**json.loads(lines[-1][4:]))
+    row = Row(fault.name, load.name, fault.handler, seconds=round(time.monotonic() - began, 2))
+    missing = re.search(r"No module named '(\w+)'", done.stderr)
+    if missing:
+        row.notes.append(f"{missing.group(1)} is not installed here (nox -s faults installs it)")
+    if done.returncode < 0:
+        how = f"killed by {signal.Signals(-done.returncode).name}"
+    else:
+        how = f"exit status {done.returncode}"
+    row.failures.append(f"the logging process ended ({how}) before its row was done")
+    row.notes.append(f"its stderr ends: {done.stderr[-600:]!r}")
     return row
 
 
@@ -710,8 +1238,8 @@ class Tally:
     """The daemon's events file, matched to record ids."""
 
     acked: Counter[int] = field(default_factory=Counter)
-    #: worker -> seconds from the daemon's return to its first record that
-    #: was acknowledged and not also handed to the fallback.
+    #: worker -> when the daemon queued its first record after its return
+    #: that was not also handed to the fallback.
     resumed: dict[int, float] = field(default_factory=dict)
     summaries: int = 0
     summarised: int = 0
@@ -731,10 +1259,14 @@ def tally(run: Run, back: float | None, kinds: dict[int, str], fallback: set[int
             result.summaries += 1
             result.summarised += int(json.loads(message)["undelivered"])
             continue
-        elif isinstance(stamp, int) and 0 <= stamp - STAMP_BASE_MS < 100 * RID_SPAN:
+        elif (
+            message == EMPTY_PLACEHOLDER
+            and isinstance(stamp, int)
+            and 0 <= stamp - STAMP_BASE_MS < STAMP_SPAN
+        ):
             rid = stamp - STAMP_BASE_MS  # an empty record, sent as a placeholder
         else:
-            run.notes.append(f"unknown event: {message[:60]!r}")
+            run.notes.append(f"unknown event: {message[:60]!r} stamped {stamp}")
             continue
         result.acked[rid] += 1
         kind = kinds.get(rid, "normal")
@@ -744,7 +1276,7 @@ def tally(run: Run, back: float | None, kinds: dict[int, str], fallback: set[int
             if result.altered == 1:
                 run.notes.append(f"{kind} record arrived as {message[:60]!r}")
         if back is not None and event["t"] >= back and rid not in fallback:
-            result.resumed.setdefault(rid // RID_SPAN, event["t"] - back)
+            result.resumed.setdefault(rid // RID_SPAN, event["t"])
     return result
 
 
@@ -759,9 +1291,11 @@ def analyse(
     acked = set(events.acked)
     journal = Counter(entry["kind"] for entry in read_jsonl(run.daemon.journal))
     stderr = "".join(h.stderr for h in handlers)
+    signals = [w for w in workers if w.alarm]
     row = Row(
         fault=run.fault.name,
         load=run.load.name,
+        handler=run.fault.handler,
         emitted=len(emitted),
         acknowledged=len(acked),
         fallback=len(fallback),
@@ -769,6 +1303,7 @@ def analyse(
         lost=len(emitted - acked - fallback),
         twice=sum(count - 1 for count in events.acked.values() if count > 1),
         slowest=max(w.slowest for w in workers),
+        slowest_raw=max(w.slowest_raw for w in workers),
         blocked=sum(w.blocked for w in workers),
         quick=max(w.quick for w in workers),
         returned=back is not None,
@@ -784,6 +1319,11 @@ def analyse(
         altered=events.altered,
         warnings=stderr.count("globus.cwlogger:"),
         logging_errors=stderr.count("--- Logging error ---"),
+        signals=sum(w.emitted for w in signals),
+        nested=sum(w.nested for w in signals),
+        signal_slowest=max((w.slowest for w in signals), default=0.0),
+        closes=[round(seconds, 4) for seconds in run.closes],
+        exit=max(run.exits) if run.exits else None,
         notes=run.notes,
     )
     during = {w.worker * RID_SPAN + n for w in workers for n in range(*w.during)}
@@ -792,32 +1332,39 @@ def analyse(
     row.during_daemon = len(during & acked) - row.during_both
     row.during_fallback = len(during & fallback) - row.during_both
     if back is not None:
-        producers = [w.worker for w in workers if w.worker != 0]
-        if all(w in events.resumed for w in producers):
-            row.resume = max(events.resumed[w] for w in producers)
+        # From the daemon's return (or a worker's first record after it, for
+        # a Pool task that began later) to the worker's first record that the
+        # daemon acknowledged, for every worker that logged after it.
+        producers = [w for w in workers if w.after]
+        missing = [w.worker for w in producers if w.worker not in events.resumed]
+        if missing:
+            row.notes.append(f"no record acknowledged after the daemon was back from {missing}")
+        elif producers:
+            row.resume = max(events.resumed[w.worker] - max(back, w.first) for w in producers)
 
     if acked - emitted:
         row.notes.append(f"{len(acked - emitted)} acknowledged records were never emitted")
     if len(fallback_list) != len(fallback):
         row.notes.append(f"{len(fallback_list) - len(fallback)} records in the fallback twice")
-    genuine = len(acked - fallback)
-    if row.handler_delivered != genuine:
-        row.notes.append(
-            f"handler counted delivered={row.handler_delivered}; the daemon has {genuine} "
-            f"records that are not also in the fallback"
-        )
-    if row.handler_undelivered != len(fallback_list):
-        row.notes.append(
-            f"handler counted undelivered={row.handler_undelivered}; "
-            f"the fallback got {len(fallback_list)}"
-        )
-    if row.summarised != len(fallback_list):
-        row.notes.append(
-            f"summary events report {row.summarised} undelivered records in {row.summaries} "
-            f"events; the fallback got {len(fallback_list)}"
-        )
+    if not run.load.mp:  # a multiprocessing child's counters end with it
+        check_counts(row, len(acked - fallback), len(fallback_list))
     if row.logging_errors:
         row.notes.append(f"logging errors on stderr: {stderr[-300:]!r}")
+    if row.slowest_raw > row.slowest + 0.001:
+        row.notes.append(
+            f"slowest call {row.slowest_raw:.3f} s with its time in the fallback, "
+            f"{row.slowest:.3f} s without"
+        )
+    if row.signals:
+        row.notes.append(
+            f"{row.signals} records logged by the SIGALRM handler ({row.nested} inside "
+            f"another logging call), slowest {row.signal_slowest:.3f} s"
+        )
+    if row.closes:
+        shown = ", ".join(f"{seconds:.3f} s" for seconds in row.closes)
+        row.notes.append(f"close() took {shown}")
+    if row.exit is not None:
+        row.notes.append(f"children ended at most {row.exit:.3f} s after their last record")
     over = sorted((call for w in workers for call in w.over_limit), key=lambda c: -c[1])
     if over:
         shown = ", ".join(f"{took:.3f} s at {at:+.2f} s" for at, took in over[:4])
@@ -826,6 +1373,31 @@ def analyse(
         )
     judge(row, back, len(over), run.limit)
     return row
+
+
+def check_counts(row: Row, genuine: int, handed: int) -> None:
+    """Notes where the handler's counters and summaries disagree with what
+    the daemon and the fallback got."""
+    if row.handler_delivered != genuine:
+        row.notes.append(
+            f"handler counted delivered={row.handler_delivered}; the daemon has {genuine} "
+            f"records that are not also in the fallback"
+        )
+    if row.handler_undelivered != handed:
+        row.notes.append(
+            f"handler counted undelivered={row.handler_undelivered}; the fallback got {handed}"
+        )
+    if row.summarised != handed:
+        row.notes.append(
+            f"summary events report {row.summarised} undelivered records in {row.summaries} "
+            f"events; the fallback got {handed}"
+        )
+
+
+def close_limit(handler: str, limit: float) -> float:
+    """The most close() may take: one timeout for late replies, three for
+    the queue handler (drain, the record being sent, late replies)."""
+    return 3 * limit if handler == "queue" else limit
 
 
 def judge(row: Row, back: float | None, over_limit: int, limit: float) -> None:
@@ -844,13 +1416,23 @@ def judge(row: Row, back: float | None, over_limit: int, limit: float) -> None:
         row.failures.append(f"{row.wedged} empty messages acknowledged (the daemon wedges)")
     if row.altered:
         row.failures.append(f"{row.altered} events differ from the record's documented form")
+    if row.closes:
+        first, *again = row.closes
+        if first > close_limit(row.handler, limit):
+            row.failures.append(f"close() took {first:.3f} s")
+        if any(seconds > limit / 2 for seconds in again):
+            row.failures.append(f"closing again took {max(again):.3f} s: it should be instant")
+    # What the queue handler promises for close(), plus the time an
+    # interpreter takes to end, on a shared machine.
+    if row.exit is not None and row.exit > close_limit("queue", limit) + 0.5:
+        row.failures.append(f"a child took {row.exit:.3f} s to end after its last record")
 
 
 # -- output ----------------------------------------------------------------
 
 COLUMNS = (
-    ("fault", 18),
-    ("load", 9),
+    ("fault", 17),
+    ("load", 10),
     ("emitted", 7),
     ("ack", 6),
     ("fallback", 8),
@@ -896,72 +1478,121 @@ def header() -> str:
     return f"{text}\n{'-' * len(text)}"
 
 
-def readme_table(rows: list[Row], faults: Sequence[Fault], timeout: float) -> str:
-    """The README's "What happens when the daemon is ..." table, from the rows
-    (worst case over the loads; counts summed over the loads)."""
+def cells(fault: Fault, mine: list[Row]) -> tuple[str, str, str, str]:
+    """The README's four cells for one fault: the worst case over its
+    loads, counts summed over them; the words from the fault, the numbers
+    from the rows."""
+    first = mine[0]
+    during = sum(r.during for r in mine) or 1
+    shares = [
+        (name, sum(getattr(r, f"during_{name}") for r in mine) / during)
+        for name in ("daemon", "fallback", "both")
+    ]
+    closes = [r.closes for r in mine if r.closes]
+    exits = [r.exit for r in mine if r.exit is not None]
+    resumes = [r.resume for r in mine if r.returned]
+    values = {
+        "slowest": f"{max(r.slowest for r in mine):.3f} s",
+        "slowest_ms": f"{max(r.slowest for r in mine) * 1000:.0f}",
+        "quick_ms": f"{max(r.quick for r in mine) * 1000:.0f}",
+        "raw": f"{max(r.slowest_raw for r in mine):.3f} s",
+        "blocked": first.blocked,  # under its first load (one thread, where it has one)
+        "during": f"{fault.during:g}",
+        "shares": ", ".join(
+            f"{name} {share:.1%}" if share >= 0.001 else f"{name} under 0.1%"
+            for name, share in shares
+            if share
+        ),
+        "lost": sum(r.lost for r in mine),
+        "signals": sum(r.signals for r in mine),
+        "nested": sum(r.nested for r in mine),
+        "signal_slowest": f"{max(r.signal_slowest for r in mine):.3f} s",
+        "close": f"{max(c[0] for c in closes):.3f} s" if closes else "-",
+        "close2": f"{max(max(c[1:], default=0) for c in closes) * 1000:.1f} ms" if closes else "-",
+        "exit": f"{max(exits):.2f} s" if exits else "-",
+        "resume": f"{max((v for v in resumes if v is not None), default=0):.3f} s",
+    }
+    loads = ", ".join(r.load for r in mine)
+    state = fault.state if fault.loads == ALL_LOADS else f"{fault.state} ({loads})"
+    if fault.call:
+        call = fault.call.format(**values)
+    elif any(r.blocked for r in mine):
+        call = "{blocked} calls in {during} s blocked, for at most {slowest}".format(**values)
+    else:
+        call = "returns at once (slowest {slowest_ms} ms)".format(**values)
+    ends = (fault.ends or "{shares}; lost {lost}").format(**values)
+    failures = [f"{r.load}: {f}" for r in mine for f in r.failures]
+    if failures:
+        ends += "; **FAILED**: " + "; ".join(failures)
+    if not resumes:
+        back = "it never stopped"
+    elif None in resumes:
+        back = "did not resume"
+    else:
+        back = (fault.resumes or "within {resume}").format(**values)
+    return state, call, ends, back
+
+
+def readme_table(rows: list[Row], faults: Sequence[Fault]) -> str:
+    """The README's table, from the rows."""
     lines = [
-        "| The daemon is ... | A logging call | The record ends up | Delivery resumes |",
-        "|---|---|---|---|",
+        "| the daemon is ... | a logging call | the record ends up | delivery resumes |",
+        "| --- | --- | --- | --- |",
     ]
     for fault in faults:
         mine = [row for row in rows if row.fault == fault.name]
-        if not mine:
-            continue
-        slowest, quick = max(r.slowest for r in mine), max(r.quick for r in mine)
-        blocked = max(r.blocked for r in mine if r.load == mine[0].load)
-        if blocked:
-            call = (
-                f"{blocked} calls in {fault.during:g} s ({mine[0].load}) blocked for at most "
-                f"{slowest:.3f} s (timeout {timeout:g} s); the rest took at most "
-                f"{quick * 1000:.0f} ms"
-            )
-        else:
-            call = f"returns at once (slowest {slowest * 1000:.0f} ms)"
-        during = sum(r.during for r in mine) or 1
-        shares = [
-            (name, sum(getattr(r, f"during_{name}") for r in mine) / during)
-            for name in ("daemon", "fallback", "both")
-        ]
-        where = ", ".join(f"{name} {share:.1%}" for name, share in shares if share)
-        where += f"; lost {sum(r.lost for r in mine)}"
-        resumes = [r.resume for r in mine if r.returned]
-        if not resumes:
-            back = "it never stopped"
-        elif None in resumes:
-            back = "did not resume"
-        else:
-            back = f"within {max(v for v in resumes if v is not None):.3f} s"
-        lines.append(f"| {fault.state} | {call} | {where} | {back} |")
+        if mine:
+            lines.append("| {} | {} | {} | {} |".format(*cells(fault, mine)))
     return "\n".join(lines)
+
+
+def find_fault(name: str) -> Fault:
+    for fault in FAULTS + EXTRA_FAULTS:
+        if fault.name == name:
+            return fault
+    msg = f"no fault named {name!r}"
+    raise SystemExit(msg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the fault matrix.")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default: {DEFAULT_JSON}")
     parser.add_argument("--only", help="comma-separated fault names (default: all)")
-    parser.add_argument("--loads", help="comma-separated loads: 1,8,4p (default: all)")
+    keys = ",".join(load.key for load in LOADS)
+    parser.add_argument("--loads", help=f"comma-separated loads of {keys} (default: each fault's)")
     parser.add_argument("--timeout", type=float, default=TIMEOUT, help="the handler's timeout")
     parser.add_argument("--extra", action="store_true", help="also run the extra faults")
     parser.add_argument("--keep", type=Path, help="keep each daemon's files under this directory")
+    parser.add_argument("--markdown", type=Path, help="print the README table of this JSON, only")
+    parser.add_argument("--child-row", help=argparse.SUPPRESS)  # see run_isolated
     args = parser.parse_args(argv)
+    if args.markdown is not None:
+        result = json.loads(args.markdown.read_text(encoding="utf-8"))
+        names = list(dict.fromkeys(row["fault"] for row in result["rows"]))
+        print(readme_table([Row(**row) for row in result["rows"]], [find_fault(n) for n in names]))
+        return 0
+    wanted = args.loads.split(",") if args.loads else None
+    if args.child_row is not None:  # one row, here: the prelude has run
+        fault = find_fault(args.child_row)
+        (load,) = (ld for ld in LOADS if wanted and ld.key == wanted[0])
+        row = run_row(replace_prelude(fault), load, args.timeout, args.keep)
+        print("ROW " + json.dumps(asdict(row)), flush=True)
+        return 0
     # On SIGTERM, unwind (and so stop every daemon and child) as on Ctrl-C.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     every = FAULTS + EXTRA_FAULTS if args.extra else FAULTS
     faults = [f for f in every if not args.only or f.name in args.only.split(",")]
-    loads = list(LOADS)
-    if args.loads:
-        wanted = args.loads.split(",")
-        loads = [ld for ld in LOADS if ld.name.split()[0] + ("p" * bool(ld.processes)) in wanted]
 
     began = time.monotonic()
     print(f"handler timeout {args.timeout} s, one record every {PACE * 1000:.0f} ms per worker")
     print(header(), flush=True)
     rows: list[Row] = []
     for fault in faults:
-        for load in loads:
-            row = run_row(fault, load, args.timeout, args.keep)
-            rows.append(row)
-            print(format_row(row), flush=True)
+        for load in LOADS:
+            if load.key in fault.loads and (wanted is None or load.key in wanted):
+                row = run_row(fault, load, args.timeout, args.keep)
+                rows.append(row)
+                print(format_row(row), flush=True)
     elapsed = time.monotonic() - began
 
     print(f"\n{len(rows)} rows in {elapsed:.0f} s")
@@ -970,7 +1601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  note  {row.fault} / {row.load}: {note}")
         for failure in row.failures:
             print(f"  FAIL  {row.fault} / {row.load}: {failure}")
-    print(f"\n{readme_table(rows, faults, args.timeout)}\n")
+    print(f"\n{readme_table(rows, faults)}\n")
     result = {
         "timeout": args.timeout,
         "call_limit": args.timeout * CALL_LIMIT,
@@ -986,6 +1617,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"written to {args.json}")
     return 1 if any(row.failures for row in rows) else 0
+
+
+def replace_prelude(fault: Fault) -> Fault:
+    """The fault, to be run in this process (its prelude has run)."""
+    return replace(fault, prelude="")
 
 
 if __name__ == "__main__":
