@@ -361,6 +361,19 @@ def fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
+def _package_git() -> str | None:
+    """The commit of the package measured (of this checkout if it is not in one)."""
+    done = subprocess.run(
+        ["git", "-C", str(PACKAGE_ROOT), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode == 0 and done.stdout.strip():
+        return done.stdout.strip()
+    return _git_describe()
+
+
 def _per_record(small: float, large: float) -> float:
     return (large - small) / (LARGE - SMALL)
 
@@ -475,7 +488,7 @@ def measure(name: str, listener: Listener, tmp: Path, syscalls: bool) -> Count:
             for records, run in ((SMALL, small), (LARGE, large))
         },
         package=package,
-        git=_git_describe(),
+        git=_package_git(),
         measured=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
 
@@ -517,7 +530,14 @@ def _rows(results: Results, markdown: bool) -> list[list[str]]:
 def report(results: Results, markdown: bool) -> str:
     """The table, as aligned columns or as Markdown (README.md shows that)."""
     if markdown:
-        head = ["variant", "per record", "instructions", "ratio", "target", "system calls"]
+        head = [
+            "variant",
+            "what runs, per record",
+            "instructions",
+            "ratio",
+            "target",
+            "system calls",
+        ]
         lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         lines += ["| " + " | ".join(row) + " |" for row in _rows(results, markdown=True)]
     else:
@@ -526,10 +546,14 @@ def report(results: Results, markdown: bool) -> str:
         lines += [f"  {name}: {count.label}" for name, count in results.counts.items()]
     lines += [f"  {name}: NOT MEASURED: {error}" for name, error in results.errors.items()]
     small, large = results.records
-    lines.append(
-        f"Python {results.python} ({results.executable}), {results.valgrind}, git {results.git}: "
-        f"instructions of the main thread per record, (N={large} - N={small}) / {large - small}"
-    )
+    python = f"Python {results.python}"
+    if not markdown:  # a path of this machine's
+        python += f" ({results.executable})"
+    lines += [
+        *([""] if markdown else []),
+        f"{python}, {results.valgrind}, git {results.git}: instructions of the main thread "
+        f"per record, (N={large} - N={small}) / {large - small}.",
+    ]
     return "\n".join(lines)
 
 
@@ -557,7 +581,7 @@ def run(names: Sequence[str], out: Path, syscalls: bool) -> Results:
         python=platform.python_version(),
         executable=sys.executable,
         valgrind=_tool_version("valgrind"),
-        git=_git_describe(),
+        git=_package_git(),
         counts={}
         if previous is None or previous.python != platform.python_version()
         else previous.counts,
