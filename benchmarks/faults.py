@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import io
 import itertools
 import json
@@ -99,6 +100,10 @@ SIGNAL_WORKER = 9  # the id of the records a SIGALRM handler logs
 BURST = 50  # records a multiprocessing child logs at once, right before it ends
 TASK_RECORDS = 40  # records one Pool task logs (at the steady pace) before its burst
 CLOSE_AFTER = 0.4  # seconds into a "close" row's fault before close() is called
+# Under gevent, a sleeping greenlet may wake late by at most this share of the
+# limit: a wait that blocks the hub (one not done through gevent) lasts the
+# whole timeout.
+HUB_LIMIT = 0.7
 
 if sys.version_info >= (3, 12):  # fork() with the harness's threads running
     warnings.filterwarnings(
@@ -496,7 +501,9 @@ FAULTS: tuple[Fault, ...] = (
     StopResume(
         "gevent", f"{STOPPED}, in a process under `gevent.monkey.patch_all()` (the threads "
         "are greenlets)",
-        during=2.5, prelude="gevent", loads=("1", "8"), call=AS_STOPPED,
+        during=2.5, prelude="gevent", loads=("1", "8"),
+        call=AS_STOPPED + "; the hub kept running (a greenlet that only sleeps woke at most "
+        "{stalled_ms} ms late)",
         resumes="within {resume} of SIGCONT",
     ),
     StopResume(
@@ -773,6 +780,9 @@ class Run:
     closes: list[float] = field(default_factory=list)
     #: Seconds from a child's last record to its exit (multiprocessing).
     exits: list[float] = field(default_factory=list)
+    #: The latest a thread that only sleeps woke up (threads: under gevent,
+    #: a wait that does not yield to the hub stops every greenlet).
+    stalled: float = 0.0
 
     @property
     def limit(self) -> float:
@@ -829,8 +839,15 @@ def run_threads(run: Run) -> Outcome:
         except BaseException as error:
             errors.append(error)
 
+    def tick() -> None:  # a thread that only sleeps: how late does it wake?
+        while time.monotonic() < run.schedule.stop:
+            began = time.monotonic()
+            time.sleep(PACE)
+            run.stalled = max(run.stalled, time.monotonic() - began - PACE)
+
     pool = [threading.Thread(target=target, args=(n,)) for n in range(2, run.load.threads + 1)]
     pool.append(threading.Thread(target=drive, name="driver"))
+    pool.append(threading.Thread(target=tick, name="ticker"))
     for thread in pool:
         thread.start()
     try:
@@ -1099,6 +1116,10 @@ class Row:
     closes: list[float] = field(default_factory=list)
     #: The longest a multiprocessing child took to end after its last record.
     exit: float | None = None
+    #: The latest a thread (greenlet) that only sleeps 5 ms woke up.
+    stalled: float = 0.0
+    #: The process runs under gevent: nothing may keep the hub from running.
+    green: bool = False
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -1123,6 +1144,10 @@ def run_row(fault: Fault, load: Load, timeout: float, keep: Path | None = None) 
         return run_isolated(fault, load, timeout, keep)
     began = time.monotonic()
     with contextlib.ExitStack() as stack:
+        # A row that hangs (a deadlock in the handler) ends the matrix, with
+        # every thread's traceback, rather than hang it.
+        faulthandler.dump_traceback_later(budget(fault), exit=True)
+        stack.callback(faulthandler.cancel_dump_traceback_later)
         if keep is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cwl-faults-")))
         else:
@@ -1197,7 +1222,15 @@ def run_isolated(fault: Fault, load: Load, timeout: float, keep: Path | None) ->
     command += [fault.name, "--loads", load.key, "--timeout", str(timeout)]
     if keep is not None:
         command += ["--keep", str(keep)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=budget(fault) + 30, check=False
+        )
+    except subprocess.TimeoutExpired as expired:
+        row = Row(fault.name, load.name, fault.handler, seconds=round(time.monotonic() - began, 2))
+        row.failures.append("the logging process hung")
+        row.notes.append(f"its stderr ends: {str(expired.stderr)[-600:]!r}")
+        return row
     lines = [line for line in done.stdout.splitlines() if line.startswith("ROW ")]
     if done.returncode == 0 and lines:
         return Row(**json.loads(lines[-1][4:]))
@@ -1212,6 +1245,11 @@ def run_isolated(fault: Fault, load: Load, timeout: float, keep: Path | None) ->
     row.failures.append(f"the logging process ended ({how}) before its row was done")
     row.notes.append(f"its stderr ends: {done.stderr[-600:]!r}")
     return row
+
+
+def budget(fault: Fault) -> float:
+    """Seconds a row may take at most, its processes' start and end included."""
+    return fault.before + fault.during + fault.after + 60
 
 
 def _unlink(path: str) -> None:
@@ -1324,6 +1362,8 @@ def analyse(
         signal_slowest=max((w.slowest for w in signals), default=0.0),
         closes=[round(seconds, 4) for seconds in run.closes],
         exit=max(run.exits) if run.exits else None,
+        stalled=round(run.stalled, 4),
+        green=patched_by_gevent(),
         notes=run.notes,
     )
     during = {w.worker * RID_SPAN + n for w in workers for n in range(*w.during)}
@@ -1350,6 +1390,19 @@ def analyse(
         check_counts(row, len(acked - fallback), len(fallback_list))
     if row.logging_errors:
         row.notes.append(f"logging errors on stderr: {stderr[-300:]!r}")
+    describe(row)
+    over = sorted((call for w in workers for call in w.over_limit), key=lambda c: -c[1])
+    if over:
+        shown = ", ".join(f"{took:.3f} s at {at:+.2f} s" for at, took in over[:4])
+        row.notes.append(
+            f"{len(over)} calls over the limit; slowest (start, from the fault's start): {shown}"
+        )
+    judge(row, back, len(over), run.limit)
+    return row
+
+
+def describe(row: Row) -> None:
+    """Notes on what the row measured beyond the table's columns."""
     if row.slowest_raw > row.slowest + 0.001:
         row.notes.append(
             f"slowest call {row.slowest_raw:.3f} s with its time in the fallback, "
@@ -1365,14 +1418,13 @@ def analyse(
         row.notes.append(f"close() took {shown}")
     if row.exit is not None:
         row.notes.append(f"children ended at most {row.exit:.3f} s after their last record")
-    over = sorted((call for w in workers for call in w.over_limit), key=lambda c: -c[1])
-    if over:
-        shown = ", ".join(f"{took:.3f} s at {at:+.2f} s" for at, took in over[:4])
-        row.notes.append(
-            f"{len(over)} calls over the limit; slowest (start, from the fault's start): {shown}"
-        )
-    judge(row, back, len(over), run.limit)
-    return row
+    if row.green:
+        row.notes.append(f"a greenlet that only sleeps woke at most {row.stalled:.3f} s late")
+
+
+def patched_by_gevent() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
 
 
 def check_counts(row: Row, genuine: int, handed: int) -> None:
@@ -1422,6 +1474,8 @@ def judge(row: Row, back: float | None, over_limit: int, limit: float) -> None:
             row.failures.append(f"close() took {first:.3f} s")
         if any(seconds > limit / 2 for seconds in again):
             row.failures.append(f"closing again took {max(again):.3f} s: it should be instant")
+    if row.green and row.stalled > HUB_LIMIT * limit:
+        row.failures.append(f"the gevent hub was blocked for {row.stalled:.3f} s")
     # What the queue handler promises for close(), plus the time an
     # interpreter takes to end, on a shared machine.
     if row.exit is not None and row.exit > close_limit("queue", limit) + 0.5:
@@ -1510,6 +1564,7 @@ def cells(fault: Fault, mine: list[Row]) -> tuple[str, str, str, str]:
         "close": f"{max(c[0] for c in closes):.3f} s" if closes else "-",
         "close2": f"{max(max(c[1:], default=0) for c in closes) * 1000:.1f} ms" if closes else "-",
         "exit": f"{max(exits):.2f} s" if exits else "-",
+        "stalled_ms": f"{max(r.stalled for r in mine) * 1000:.0f}",
         "resume": f"{max((v for v in resumes if v is not None), default=0):.3f} s",
     }
     loads = ", ".join(r.load for r in mine)
