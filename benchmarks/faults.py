@@ -514,7 +514,7 @@ FAULTS: tuple[Fault, ...] = (
     ),
     ModeSwitch(
         "SIGPIPE default", "hanging up in the middle of large requests, in a process with "
-        "`SIGPIPE` at its default (`SIG_DFL`)",
+        "`SIGPIPE` at its default, `SIG_DFL`",
         ("--fault", "cutoff"), messages=("oversized", "normal"), prelude="sigpipe",
         loads=("1", "8"),
         ends="{shares} (the large records), the process never killed; lost {lost}",
@@ -1552,11 +1552,7 @@ def cells(fault: Fault, mine: list[Row]) -> tuple[str, str, str, str]:
         "raw": f"{max(r.slowest_raw for r in mine):.3f} s",
         "blocked": first.blocked,  # under its first load (one thread, where it has one)
         "during": f"{fault.during:g}",
-        "shares": ", ".join(
-            f"{name} {share:.1%}" if share >= 0.001 else f"{name} under 0.1%"
-            for name, share in shares
-            if share
-        ),
+        "shares": ", ".join(f"{name} {percent(share)}" for name, share in shares if share),
         "lost": sum(r.lost for r in mine),
         "signals": sum(r.signals for r in mine),
         "nested": sum(r.nested for r in mine),
@@ -1568,7 +1564,9 @@ def cells(fault: Fault, mine: list[Row]) -> tuple[str, str, str, str]:
         "resume": f"{max((v for v in resumes if v is not None), default=0):.3f} s",
     }
     loads = ", ".join(r.load for r in mine)
-    state = fault.state if fault.loads == ALL_LOADS else f"{fault.state} ({loads})"
+    state = fault.state
+    if fault.loads != ALL_LOADS:
+        state = f"{state[:-1]}; {loads})" if state.endswith(")") else f"{state} ({loads})"
     if fault.call:
         call = fault.call.format(**values)
     elif any(r.blocked for r in mine):
@@ -1586,6 +1584,12 @@ def cells(fault: Fault, mine: list[Row]) -> tuple[str, str, str, str]:
     else:
         back = (fault.resumes or "within {resume}").format(**values)
     return state, call, ends, back
+
+
+def percent(share: float) -> str:
+    if share < 0.001:
+        return "under 0.1%"
+    return "100%" if share == 1 else f"{share:.1%}"
 
 
 def readme_table(rows: list[Row], faults: Sequence[Fault]) -> str:
