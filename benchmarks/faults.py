@@ -1237,7 +1237,7 @@ def run_isolated(fault: Fault, load: Load, timeout: float, keep: Path | None) ->
     row = Row(fault.name, load.name, fault.handler, seconds=round(time.monotonic() - began, 2))
     missing = re.search(r"No module named '(\w+)'", done.stderr)
     if missing:
-        row.notes.append(f"{missing.group(1)} is not installed here (nox -s faults installs it)")
+        row.notes.append(f"{missing.group(1)} is not installed where this runs: install it")
     if done.returncode < 0:
         how = f"killed by {signal.Signals(-done.returncode).name}"
     else:
