@@ -224,6 +224,26 @@ class DeliveryTest(DaemonTestCase):
         thread.join()
         self.assertEqual((handler.delivered, handler.undelivered), (1, 0))
 
+    def test_a_record_class_of_its_own_gives_its_own_message(self) -> None:
+        class Record(logging.LogRecord):
+            def getMessage(self) -> str:
+                return "from getMessage: " + super().getMessage()
+
+        previous = logging.getLogRecordFactory()
+        logging.setLogRecordFactory(Record)
+        self.addCleanup(logging.setLogRecordFactory, previous)
+        self.log.info("plain")
+        (event,) = self.daemon.wait_for(1, strict=True)
+        self.assertEqual(event.message, "from getMessage: plain")
+
+    def test_arguments_and_objects_as_the_default_formatter_gives_them(self) -> None:
+        self.log.info("%s and %d", "text", 5)
+        self.log.info(ValueError("an object as the message"))
+        self.assertEqual(
+            [e.message for e in self.daemon.wait_for(2, strict=True)],
+            ["text and 5", "an object as the message"],
+        )
+
     def test_filters_are_applied(self) -> None:
         self.handler.addFilter(lambda record: record.getMessage() != "drop me")
         self.log.info("drop me")

@@ -37,6 +37,14 @@ class EncodeTest(unittest.TestCase):
         )
         self.assertEqual(cut, 0)
 
+    def test_quotes_and_backslashes_escaped_as_json_does(self) -> None:
+        for text in ('say "hi" \\ there', '"', "\\", 'a\\"b', "tab\there", "\x7f del"):
+            with self.subTest(text=text):
+                request, _ = encode_event(text, 7)
+                quoted = json.dumps(text, ensure_ascii=False)
+                expected = f'{{"message": {quoted}, "timestamp": 7}}\n'
+                self.assertEqual(request, expected.encode())
+
     def test_escapes_keep_one_line(self) -> None:
         text = 'line one\nline "two"\ttab\\ \r\x00 end'
         request, _ = encode_event(text, 0)

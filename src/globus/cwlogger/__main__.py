@@ -150,7 +150,7 @@ def _ask(
     try:
         peer = _peer(sock)
         try:
-            reply = _connect.exchange(sock, request, deadline)
+            reply = _connect.exchange(sock, request, deadline - time.monotonic())
             return peer, protocol.decode_reply(reply)
         except (OSError, protocol.ProtocolError) as error:
             return peer, _why(error, args.timeout)

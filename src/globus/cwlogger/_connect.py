@@ -138,20 +138,22 @@ def _check_listener(sock: _socket.socket, uid: int) -> None:
         raise PermissionError(msg)
 
 
-def exchange(sock: _socket.socket, request: bytes, deadline: float) -> bytes:
+def exchange(sock: _socket.socket, request: bytes, timeout: float) -> bytes:
     """Send ``request`` whole on a connected socket and return the reply
-    line, waiting until ``deadline`` at most.
+    line, waiting ``timeout`` seconds at most.
 
     Raises a timeout (see :func:`is_timeout`; the socket is left open, its
     reply may still come), or ConnectionError when the daemon hung up
     without a reply.
     """
     sent = sock.send(request, _NOSIGNAL)
-    left = deadline - time.monotonic()
-    sock.settimeout(left if left > _SOON else _SOON)
+    sock.settimeout(timeout if timeout > _SOON else _SOON)
     if sent < len(request):  # larger than the socket's buffer
         sock.sendall(memoryview(request)[sent:], _NOSIGNAL)
     reply = sock.recv(512)
+    if reply.endswith(b"\n"):
+        return reply
+    deadline = time.monotonic() + sock.gettimeout()  # type: ignore[operator]  # set above
     while not reply.endswith(b"\n"):  # a reply in pieces, or none
         left = deadline - time.monotonic()
         sock.settimeout(left if left > _SOON else _SOON)
@@ -172,7 +174,7 @@ def round_trip(
     deadline = time.monotonic() + timeout
     sock = connect(addresses, deadline, uid)
     try:
-        reply = exchange(sock, request, deadline)
+        reply = exchange(sock, request, deadline - time.monotonic())
     finally:
         sock.close()
     return protocol.decode_reply(reply)

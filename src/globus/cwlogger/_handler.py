@@ -30,11 +30,13 @@ right after the current one.
 
 from __future__ import annotations
 
+import _socket
 import copy
 import logging
 import logging.handlers
 import math
 import os
+import socket
 import sys
 import threading
 import time
@@ -49,7 +51,6 @@ from ._typing import override
 
 TYPE_CHECKING = False  # without importing typing: see _typing.py
 if TYPE_CHECKING:
-    import _socket
     from typing import Protocol
 
     from typing_extensions import TypeAlias
@@ -72,6 +73,11 @@ _HUNG, _FULL = "hung", "full"  # the two kinds of stall
 _WARN_EVERY = 60.0  # seconds between two warnings of the handler's own
 _MAX_HELD = 64  # requests held open for a late reply, at most
 _OK = b'{"status": "ok"'  # how every acknowledgement starts (json.dumps)
+_MAX_AGE, _MAX_AHEAD = protocol.MAX_AGE, protocol.MAX_AHEAD
+_UNIX, _STREAM = _connect._UNIX, _connect._STREAM
+_STDLIB_SOCKET = _connect._STDLIB_SOCKET
+_LogRecord = logging.LogRecord
+_time, _trunc = time.time, math.trunc  # a global lookup less, on every record
 
 
 class _Refused(Exception):
@@ -107,6 +113,20 @@ def _stand_in(record: logging.LogRecord, error: Exception) -> logging.LogRecord:
     return stand_in
 
 
+class _Thread:
+    """What one thread's logging calls keep: whether one is under way (a
+    signal handler's record then waits its turn), the records that wait,
+    and how many records it delivered (counted by the thread alone, so the
+    usual record takes no lock)."""
+
+    __slots__ = ("busy", "delivered", "waiting")
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.delivered = 0
+        self.waiting: list[logging.LogRecord] = []
+
+
 class GlobusSocketHandler(logging.handlers.SocketHandler):
     """Send each record to the CWLogger daemon and wait for its acknowledgement.
 
@@ -121,9 +141,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
     :attr:`undelivered`; nothing is raised into the caller.
     """
 
-    #: Records the daemon acknowledged.
-    delivered: int
-    #: Records it did not (they went to the fallback).
+    #: Records it did not acknowledge (they went to the fallback).
     undelivered: int
     #: Records whose message was cut to fit the daemon's size limit.
     truncated: int
@@ -167,12 +185,17 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
 
     def _reset(self) -> None:
         """The state of a new handler, or of a child's after fork."""
-        self.delivered = self.undelivered = self.truncated = self.restamped = 0
+        self.undelivered = self.truncated = self.restamped = 0
         self._held: list[tuple[_socket.socket, Summary | None]] = []
         self._ledger = Ledger()
-        self._inside: dict[int, list[logging.LogRecord]] = {}
+        self._threads: dict[int, _Thread] = {}
         self._warned_at = -_WARN_EVERY
         self._emf_warned = False
+
+    @property
+    def delivered(self) -> int:
+        """Records the daemon acknowledged."""
+        return sum(thread.delivered for thread in self._threads.copy().values())
 
     @property
     def address(self) -> str:
@@ -194,21 +217,35 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         """The request for one record: its formatted text, stamped with the
         time the record was created (or now, if CloudWatch would discard that)."""
         if self.formatter is None and not (record.exc_info or record.exc_text or record.stack_info):
-            text = record.message = record.getMessage()  # what the default formatter gives
+            # What the default formatter gives: getMessage(), whose call
+            # costs more than its work for a plain record with no arguments.
+            text = record.msg
+            if type(record) is not _LogRecord or type(text) is not str or record.args:
+                text = record.getMessage()
         else:
             text = self.format(record)
         if "_aws" in record.__dict__ and not self._emf_warned and '"_aws"' not in text:
             self._warn_emf()
-        return self._encode(text, record.created)
+        created, now = record.created, _time()
+        # protocol.stamp's test, inline for the usual record: a call costs more.
+        if type(created) is float and now - _MAX_AGE < created < now + _MAX_AHEAD:
+            request, cut = protocol.encode_event(text, _trunc(created * 1000))
+            if cut:
+                self._count(truncated=1)
+            return request
+        return self._encode(text, created)
 
     def _encode(self, text: str, created: object) -> bytes:
         timestamp, restamped = protocol.stamp(created, time.time())
         request, cut = protocol.encode_event(text, timestamp)
         if cut or restamped:
-            with self._lock:
-                self.truncated += bool(cut)
-                self.restamped += restamped
+            self._count(truncated=bool(cut), restamped=restamped)
         return request
+
+    def _count(self, *, truncated: int = 0, restamped: int = 0) -> None:
+        with self._lock:
+            self.truncated += truncated
+            self.restamped += restamped
 
     def _stand_in(
         self, record: logging.LogRecord, error: Exception
@@ -242,12 +279,13 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         the fallback and count it.  Never raises, but for a BaseException
         that is not an Exception (KeyboardInterrupt from a signal handler,
         say), once the record is counted and in the fallback."""
-        thread = get_ident()
-        later = self._inside.get(thread)
-        if later is not None:  # a signal handler, or a formatter, logging from inside
-            later.append(record)
+        thread = self._threads.get(get_ident())
+        if thread is None:
+            thread = self._threads[get_ident()] = _Thread()
+        if thread.busy:  # a signal handler, or a formatter, logging from inside
+            thread.waiting.append(record)
             return
-        self._inside[thread] = later = []
+        thread.busy = True
         request = None
         try:
             try:
@@ -255,6 +293,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             except Exception as error:  # e.g. a format string that does not fit its args
                 record, request = self._stand_in(record, error)
             self.send(request)
+            thread.delivered += 1  # this thread's own count: no lock needed
         except (OSError, _Refused, _BackingOff, protocol.ProtocolError) as error:
             self._undelivered(record, request, error)
         except Exception as error:  # a fault of this handler's own: still not lost
@@ -264,25 +303,34 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             self._undelivered(record, request, error)
             raise
         finally:
-            del self._inside[thread]
-            while later:  # each in its turn, as if logged now
-                self.emit(later.pop(0))
+            thread.busy = False
+            while thread.waiting:  # each in its turn, as if logged now
+                self.emit(thread.waiting.pop(0))
 
     @override
     def send(self, s: bytes) -> None:  # type: ignore[override]  # bytes only
         """Deliver one request and read the daemon's acknowledgement within
         the timeout; raise when it is not acknowledged."""
-        deadline = time.monotonic() + self.timeout
         ledger = self._ledger
-        # Unlocked reads are enough to see that nothing is amiss (the usual case).
-        if self._held or self._stall is not None or ledger.open or ledger.on_its_way:
-            sock = self._before_sending(deadline)
-        else:
-            sock = None
+        # Unlocked reads are enough to see that nothing is amiss.
+        amiss = self._held or self._stall is not None or ledger.open or ledger.on_its_way
+        sock = None
+        if not (amiss or self.daemon_uid is not None or socket.socket is not _STDLIB_SOCKET):
+            # The usual record, in the fewest steps (each costs on every
+            # record): the first address accepts at once, or the careful way
+            # below decides what its refusal means.
+            sock = _socket.socket(_UNIX, _STREAM)
+            try:
+                sock.connect(self.addresses[0])
+            except OSError:
+                sock.close()
+                sock = None
         if sock is None:
-            sock = _connect.connect(self.addresses, deadline, self.daemon_uid)
+            sock, timeout = self._connect_carefully(amiss)
+        else:
+            timeout = self.timeout
         try:
-            reply = _connect.exchange(sock, s, deadline)
+            reply = _connect.exchange(sock, s, timeout)
         except OSError as error:
             if _connect.is_timeout(error):
                 self._hold(sock, None)
@@ -297,9 +345,18 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             answer = protocol.decode_reply(reply)
             if isinstance(answer, protocol.Error):
                 raise _Refused(answer.message)
-        with self._lock:
-            self.delivered += 1
-            self._stall = self.retryTime = None
+        if amiss:
+            with self._lock:  # it answers again
+                self._stall = self.retryTime = None
+
+    def _connect_carefully(self, amiss: object) -> tuple[_socket.socket, float]:
+        """A connection as the state asks (see _before_sending), and the
+        time left for the reply."""
+        deadline = time.monotonic() + self.timeout
+        sock = self._before_sending(deadline) if amiss else None
+        if sock is None:
+            sock = _connect.connect(self.addresses, deadline, self.daemon_uid)
+        return sock, deadline - time.monotonic()
 
     def _before_sending(self, deadline: float) -> _socket.socket | None:
         """Read late replies, honour a backoff, send the summary if one is
@@ -339,7 +396,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         try:
             if sock is None:
                 sock = _connect.connect(self.addresses, deadline, self.daemon_uid)
-            reply = _connect.exchange(sock, request, deadline)
+            reply = _connect.exchange(sock, request, deadline - time.monotonic())
         except OSError as error:
             if sock is not None and _connect.is_timeout(error):
                 self._hold(sock, summary)  # settled by its late reply
