@@ -374,6 +374,7 @@ def _benchmark(session: nox.Session, script: str) -> None:
 @nox.session
 def faults(session: nox.Session) -> None:
     """The fault matrix: lost records, slowest call, resume time (not default)."""
+    session.install(GREEN[0])  # the gevent rows
     _benchmark(session, "faults.py")
 
 

@@ -619,6 +619,22 @@ class HungDaemonTest(DaemonTestCase):
                 self.expire_backoff()
         self.assertEqual(periods, [0.05, 0.1, 0.2, 0.2])
 
+    def test_threads_timing_out_together_start_one_backoff(self) -> None:
+        barrier = threading.Barrier(8)
+
+        def log_once() -> None:
+            barrier.wait()
+            self.log.info("hung together")
+
+        threads = [threading.Thread(target=log_once) for _ in range(8)]
+        with quiet():
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        self.assertEqual(self.handler.retryPeriod, 0.05)  # not doubled eight times
+        self.assertEqual(self.counts(), (0, 8))
+
     def test_a_late_reply_ends_the_backoff(self) -> None:
         with quiet():
             self.log.info("hung 1")

@@ -494,12 +494,17 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             self._warn(f"{type(error).__name__}: {error}")
 
     def _back_off(self, stall: str) -> None:
-        """Stop blocking callers for a while: 1 s, doubling, at most 30 s."""
+        """Stop blocking callers for a while: 1 s, doubling with each retry
+        that fails too, at most 30 s.  Calls that were already waiting when
+        the backoff began (other threads') fail with it: they double nothing."""
+        now = time.monotonic()
         if self.retryTime is None:
             self.retryPeriod = self.retryStart
+        elif now < self.retryTime:
+            return
         else:
             self.retryPeriod = min(self.retryPeriod * self.retryFactor, self.retryMax)
-        self.retryTime = time.monotonic() + self.retryPeriod
+        self.retryTime = now + self.retryPeriod
         self._stall = stall
 
     def _to_fallback(self, record: logging.LogRecord) -> None:
