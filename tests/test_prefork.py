@@ -49,6 +49,7 @@ app.conf.update(
     broker_transport_options={{
         "data_folder_in": {queue!r}, "data_folder_out": {queue!r},
         "processed_folder": {processed!r}, "store_processed": True,
+        "control_folder": {control!r},
     }},
     worker_hijack_root_logger=False,
 )
@@ -91,7 +92,9 @@ class PreforkTest(unittest.TestCase):
         os.mkdir(queue)
         os.mkdir(processed)
         pathlib.Path(directory, "cwtasks.py").write_text(
-            CELERY_APP.format(queue=queue, processed=processed)
+            CELERY_APP.format(
+                queue=queue, processed=processed, control=os.path.join(directory, "control")
+            )
         )
         with LocalDaemon(unique_address()) as daemon:
             env = {**os.environ, ENV_ADDRESS: "@" + daemon.address[1:], "PYTHONPATH": directory}
