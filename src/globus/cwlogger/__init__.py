@@ -11,7 +11,6 @@ Importing this package creates no handler and opens no socket:
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 
@@ -51,9 +50,9 @@ else:
     def __getattr__(name: str) -> object:
         # Hidden from type checkers, so that a misspelled name stays an error.
         if name in _LAZY:
-            value = globals()[name] = getattr(
-                importlib.import_module(f".{_LAZY[name]}", __name__), name
-            )
+            # __import__, not importlib: importing importlib costs more here.
+            module = __import__(f"{__name__}.{_LAZY[name]}", fromlist=[name])
+            value = globals()[name] = getattr(module, name)
             return value
         if name == "__version__":
             from importlib.metadata import PackageNotFoundError, version

@@ -17,8 +17,6 @@ import logging.config
 import os
 import pwd
 import signal
-import socket
-import struct
 import sys
 import threading
 import time
@@ -42,8 +40,6 @@ __all__ = ["main"]
 #: unhealthy.  It flushes about once a second and takes about 20000 events a
 #: second (PROTOCOL.md), so a daemon whose uploads succeed stays far below.
 UNHEALTHY_PERCENT_FULL = 50.0
-
-_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 class _UsageError(Exception):
@@ -129,9 +125,7 @@ def _peer(sock: _socket.socket) -> tuple[str, int, int]:
     """The address ``sock`` is connected to, and the listener's pid and uid."""
     name = sock.getpeername()
     address = name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-    pid, uid, _ = _PEERCRED.unpack(creds)
-    return _show([address]), pid, uid
+    return (_show([address]), *_connect.peer(sock))
 
 
 def _ask(

@@ -28,7 +28,7 @@ import _socket
 import errno
 import os
 import socket
-import struct
+import sys
 import time
 
 from . import protocol
@@ -44,6 +44,7 @@ __all__ = [
     "default_addresses",
     "exchange",
     "is_timeout",
+    "peer",
     "round_trip",
 ]
 
@@ -54,7 +55,7 @@ ENV_ADDRESS = "GLOBUS_CWLOGGER_ADDRESS"
 NEWER_DAEMON_PATH = "/tmp/org.globus.cwlogs"
 
 _SLICE = 0.005  # seconds between two connects while the listen backlog is full
-_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_UCRED = 12  # bytes of struct ucred: pid, uid, gid, each 32 bits
 _UNIX = socket.AF_UNIX
 _STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 _NOSIGNAL = socket.MSG_NOSIGNAL
@@ -128,11 +129,17 @@ def _wait_for_room(sock: _socket.socket, address: str, deadline: float) -> None:
             continue
 
 
+def peer(sock: _socket.socket) -> tuple[int, int]:
+    """The pid and uid of the process listening at the other end of ``sock``."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED)
+    order = sys.byteorder
+    return int.from_bytes(creds[:4], order, signed=True), int.from_bytes(creds[4:8], order)
+
+
 def _check_listener(sock: _socket.socket, uid: int) -> None:
     """Any local process can bind an abstract name first: send nothing to a
     listener that does not run as ``uid``."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-    pid, their_uid, _ = _PEERCRED.unpack(creds)
+    pid, their_uid = peer(sock)
     if their_uid != uid:
         msg = f"the listener (pid {pid}) runs as uid {their_uid}, not daemon_uid {uid}"
         raise PermissionError(msg)

@@ -11,11 +11,14 @@ request the daemon refuses: it repairs, cuts or fills the message instead.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections import namedtuple
-from json.encoder import encode_basestring
+
+try:  # the json package's own C escaper, without importing the package
+    from _json import encode_basestring
+except ImportError:  # not CPython
+    from json.encoder import encode_basestring
 
 TYPE_CHECKING = False  # without importing typing: see _typing.py
 if TYPE_CHECKING:
@@ -197,6 +200,8 @@ def decode_reply(line: bytes) -> Reply:
     Raises :class:`ProtocolError` for anything that is not a reply.
     """
     try:
+        import json  # only for replies that are not the usual acknowledgement
+
         reply = json.loads(line)
         status = reply["status"]
         if status == "ok":
