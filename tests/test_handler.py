@@ -244,6 +244,28 @@ class DeliveryTest(DaemonTestCase):
             ["text and 5", "an object as the message"],
         )
 
+    def test_a_reply_in_pieces_is_read_whole(self) -> None:
+        address = unique_address()
+        listener = socket.socket(socket.AF_UNIX)
+        self.addCleanup(listener.close)
+        listener.bind(address)
+        listener.listen(1)
+
+        def answer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b'{"status": "ok", "health": {"queue_length": 1, ')
+                time.sleep(0.05)
+                conn.sendall(b'"queue_percent_full": 0.0}}\n')
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        handler = self.make_handler(host=address)
+        handler.handle(logging.makeLogRecord({"msg": "answered in two writes"}))
+        thread.join()
+        self.assertEqual((handler.delivered, handler.undelivered), (1, 0))
+
     def test_filters_are_applied(self) -> None:
         self.handler.addFilter(lambda record: record.getMessage() != "drop me")
         self.log.info("drop me")

@@ -155,12 +155,22 @@ def exchange(sock: _socket.socket, request: bytes, timeout: float) -> bytes:
     """
     sent = sock.send(request, _NOSIGNAL)
     sock.settimeout(timeout if timeout > _SOON else _SOON)
-    if sent < len(request):  # larger than the socket's buffer
-        sock.sendall(memoryview(request)[sent:], _NOSIGNAL)
-    reply = sock.recv(512)
+    reply = sock.recv(512) if sent == len(request) else b""
     if reply.endswith(b"\n"):
         return reply
-    deadline = time.monotonic() + sock.gettimeout()  # type: ignore[operator]  # set above
+    return exchange_rest(sock, request, sent, reply)
+
+
+def exchange_rest(sock: _socket.socket, request: bytes, sent: int, reply: bytes) -> bytes:
+    """The rest of :func:`exchange` when the first send or the first read
+    was not the whole of it (a request over the socket's buffer, a reply in
+    pieces, or none), within the socket's timeout as exchange set it."""
+    deadline = time.monotonic() + sock.gettimeout()  # type: ignore[operator]  # set by exchange
+    if sent < len(request):
+        sock.sendall(memoryview(request)[sent:], _NOSIGNAL)
+        left = deadline - time.monotonic()
+        sock.settimeout(left if left > _SOON else _SOON)
+        reply = sock.recv(512)
     while not reply.endswith(b"\n"):  # a reply in pieces, or none
         left = deadline - time.monotonic()
         sock.settimeout(left if left > _SOON else _SOON)

@@ -32,7 +32,7 @@ import threading
 import time
 from queue import Empty, SimpleQueue
 
-from ._handler import DEFAULT_TIMEOUT, Fallback, GlobusSocketHandler, _live, _stand_in
+from ._handler import DEFAULT_TIMEOUT, Fallback, GlobusSocketHandler, _live, _stand_in, _text
 from ._options import check_choice, check_count
 from ._typing import override
 
@@ -161,7 +161,7 @@ class GlobusQueueHandler(logging.Handler):
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         """Format in the caller's thread (arguments may change later) and
         queue a copy that holds the text only, as ``QueueHandler`` does."""
-        text = self.format(record)
+        text = _text(self, record)
         prepared: logging.LogRecord = object.__new__(type(record))
         prepared.__dict__.update(record.__dict__)
         prepared.message = prepared.msg = text
