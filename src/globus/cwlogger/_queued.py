@@ -25,6 +25,7 @@ keeps a record from being lost on the way:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -43,14 +44,20 @@ if TYPE_CHECKING:
 
     from typing_extensions import TypeAlias
 
-    _Item: TypeAlias = Union[logging.LogRecord, threading.Event, None]
+    _Item: TypeAlias = Union[logging.LogRecord, threading.Barrier, None]
 
-__all__ = ["DEFAULT_MAX_QUEUE", "GlobusQueueHandler"]
+__all__ = ["DEFAULT_MAX_QUEUE", "DEFAULT_SENDERS", "GlobusQueueHandler"]
 
 #: Records a GlobusQueueHandler holds at most, unless told otherwise.
 DEFAULT_MAX_QUEUE = 100_000
 
-_STOP = None  # tells the thread to stop, once what came before it is sent
+#: Threads that send a GlobusQueueHandler's records, each one connection at
+#: a time: while the daemon serves one, the next waits in its backlog.
+DEFAULT_SENDERS = 4
+
+_STOP = None  # tells a sender to stop, once what came before it is sent
+_YIELD_EVERY = 511  # while this many records or more wait, a caller yields once per 32
+_YIELD_FOR = 1e-6  # seconds, as short as a sleep that gives the lock away
 
 
 class QueueFull(Exception):
@@ -81,6 +88,8 @@ class GlobusQueueHandler(logging.Handler):
     max_queue: int
     #: What a forked child does: its own queue and thread, or send at once.
     children: Literal["queue", "sync"]
+    #: Threads that send the queued records.
+    senders: int
 
     def __init__(
         self,
@@ -92,8 +101,10 @@ class GlobusQueueHandler(logging.Handler):
         daemon_uid: int | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
         children: Literal["queue", "sync"] = "queue",
+        senders: int = DEFAULT_SENDERS,
     ) -> None:
         self.max_queue = check_count("max_queue", max_queue)
+        self.senders = check_count("senders", senders)
         self.children = check_choice("children", children, ("queue", "sync"))  # type: ignore[assignment]  # one of the two
         # Built first, so logging.shutdown (newest first) closes it after us.
         self.target = GlobusSocketHandler(
@@ -109,10 +120,14 @@ class GlobusQueueHandler(logging.Handler):
     def _start(self) -> None:
         self._queue: SimpleQueue[_Item] = SimpleQueue()
         self._stopping = False
-        self._thread = threading.Thread(
-            target=self._drain, args=(self._queue,), name="GlobusQueueHandler", daemon=True
-        )
-        self._thread.start()
+        self._threads = [
+            threading.Thread(
+                target=self._drain, args=(self._queue,), name="GlobusQueueHandler", daemon=True
+            )
+            for _ in range(self.senders)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def _drain(self, queue: SimpleQueue[_Item]) -> None:
         handle = self.target.handle
@@ -120,8 +135,9 @@ class GlobusQueueHandler(logging.Handler):
             item = queue.get()
             if item is _STOP:
                 return
-            if isinstance(item, threading.Event):  # flush() waits for it
-                item.set()
+            if isinstance(item, threading.Barrier):  # flush() waits for every sender
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    item.wait()
             else:
                 handle(item)
 
@@ -145,18 +161,22 @@ class GlobusQueueHandler(logging.Handler):
         except Exception as error:  # a format string that does not fit its args, say
             self.handleError(record)  # the standard report, if logging.raiseExceptions
             prepared = _stand_in(record, error)
-            try:  # noqa: SIM105  # contextlib costs an import
+            with contextlib.suppress(Exception):
                 prepared = self.prepare(prepared)  # the formatter's shape, if it can
-            except Exception:
-                pass
+        queued = self._queue.qsize()
         if self._sync:
             self.target.handle(prepared)
-        elif self._queue.qsize() >= self.max_queue:
+        elif queued >= self.max_queue:
             self.target._undelivered(prepared, None, QueueFull(self.max_queue))
         else:
             self._queue.put(prepared)
             if self._sync:  # closed meanwhile: its sweep may have come before our put
                 self._sweep(self.target.handle)  # type: ignore[unreachable]  # another thread sets it
+            elif queued & _YIELD_EVERY == _YIELD_EVERY:
+                # A caller that outruns the senders holds the interpreter
+                # lock, and they get it back once per switch interval (5
+                # ms): a short sleep hands it to them now and then.
+                time.sleep(_YIELD_FOR)
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         """Format in the caller's thread (arguments may change later) and
@@ -175,8 +195,8 @@ class GlobusQueueHandler(logging.Handler):
                 item = self._queue.get_nowait()
             except Empty:
                 return
-            if isinstance(item, threading.Event):
-                item.set()
+            if isinstance(item, threading.Barrier):
+                item.abort()
             elif item is not _STOP:
                 dispose(item)
 
@@ -184,10 +204,15 @@ class GlobusQueueHandler(logging.Handler):
     def flush(self) -> None:
         """Wait, at most the timeout, until every record queued before this
         call was delivered or handed to the fallback."""
-        if not self._sync and self._thread.is_alive():
-            done = threading.Event()
-            self._queue.put(done)
-            done.wait(self.target.timeout)
+        if not self._sync:
+            # Each sender stops at the barrier once done with what it took
+            # before it: when all have, everything queued before is done.
+            done = threading.Barrier(self.senders + 1)
+            for _ in range(self.senders):
+                self._queue.put(done)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                done.wait(self.target.timeout)
+            done.abort()  # a sender still busy goes on when it gets there
 
     @override
     def close(self) -> None:
@@ -198,10 +223,13 @@ class GlobusQueueHandler(logging.Handler):
         if not closed:
             timeout = self.target.timeout
             deadline = time.monotonic() + timeout
-            self._queue.put(_STOP)
-            self._thread.join(timeout)
-            self._stopping = True  # after the record it is sending, if any
-            self._thread.join(max(0.0, deadline + timeout - time.monotonic()))
+            for _ in self._threads:
+                self._queue.put(_STOP)
+            for thread in self._threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            self._stopping = True  # after the record each is sending, if any
+            for thread in self._threads:
+                thread.join(max(0.0, deadline + timeout - time.monotonic()))
             self._sync = True
             self._sweep(lambda record: self._send_by(deadline, record))
             self.target.close()
@@ -253,10 +281,8 @@ def _hook_exits() -> None:
         hooked.add("threading")
         register = getattr(threading, "_register_atexit", None)
         if register is not None:
-            try:  # noqa: SIM105  # contextlib costs an import
+            with contextlib.suppress(RuntimeError):  # already shutting down
                 register(_close_all)  # threading._shutdown() runs it
-            except RuntimeError:  # already shutting down
-                pass
     util = sys.modules.get("multiprocessing.util")
     if util is None and "billiard" in sys.modules:  # its processes import it only to end
         from multiprocessing import util
