@@ -46,7 +46,7 @@ from threading import get_ident
 from . import _connect, protocol
 from ._connect import ENV_ADDRESS
 from ._ledger import Ledger, Summary
-from ._options import check_fallback, check_timeout, check_uid
+from ._options import check_fallback, check_spool, check_timeout, check_uid
 from ._typing import override
 
 TYPE_CHECKING = False  # without importing typing: see _typing.py
@@ -54,6 +54,9 @@ if TYPE_CHECKING:
     from typing import Protocol
 
     from typing_extensions import TypeAlias
+
+    from ._replay import Replayer
+    from ._spool import Spool
 
 __all__ = ["DEFAULT_TIMEOUT", "ENV_ADDRESS", "Fallback", "GlobusSocketHandler"]
 
@@ -167,6 +170,10 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
     daemon_uid: int | None
     #: Where the daemon is looked for, in this order, on every connection.
     addresses: tuple[str, ...]
+    #: Records the daemon did not acknowledge that went to the spool instead.
+    spooled: int
+    #: The spool's directory, or None.
+    spool: str | None
 
     def __init__(
         self,
@@ -176,6 +183,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         timeout: float = DEFAULT_TIMEOUT,
         fallback: Fallback = "stderr",
         daemon_uid: int | None = None,
+        spool: str | os.PathLike[str] | None = None,
     ) -> None:
         if host is None:
             addresses = _connect.default_addresses()
@@ -188,17 +196,26 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         self.timeout = check_timeout(timeout)
         self.fallback = check_fallback(fallback)
         self.daemon_uid = check_uid(daemon_uid)
+        self.spool = check_spool(spool)
         super().__init__(addresses[0], None)
         self.addresses = addresses
         self._lock = threading.Lock()
         self._reset()
         self._stall: str | None = None
         self._closed = False
+        self._spool: Spool | None = None
+        self._replayer: Replayer | None = None
+        if self.spool is not None:
+            from ._replay import Replayer  # a spool's machinery, loaded only for one
+            from ._spool import Spool
+
+            self._spool = Spool(self.spool)
+            self._replayer = Replayer(self._spool, self._round_trip)
         _live.add(self)
 
     def _reset(self) -> None:
         """The state of a new handler, or of a child's after fork."""
-        self.undelivered = self.truncated = self.restamped = 0
+        self.undelivered = self.truncated = self.restamped = self.spooled = 0
         self._held: list[tuple[_socket.socket, Summary | None]] = []
         self._ledger = Ledger()
         self._threads: dict[int, _Thread] = {}
@@ -209,6 +226,15 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
     def delivered(self) -> int:
         """Records the daemon acknowledged."""
         return sum(thread.delivered for thread in self._threads.copy().values())
+
+    @property
+    def replayed(self) -> int:
+        """Spooled records the daemon acknowledged later (this process sent them)."""
+        return 0 if self._replayer is None else self._replayer.replayed
+
+    def _round_trip(self, request: bytes) -> protocol.Reply:
+        """One request on its own connection: the spool's replayer sends so."""
+        return _connect.round_trip(self.addresses, request, self.timeout, self.daemon_uid)
 
     @property
     def address(self) -> str:
@@ -305,6 +331,8 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
                 record, request = self._stand_in(record, error)
             self.send(request)
             thread.delivered += 1  # this thread's own count: no lock needed
+            if self._replayer is not None:  # the daemon answers: the spool's turn
+                self._replayer.wake()
         except (OSError, _Refused, _BackingOff, protocol.ProtocolError) as error:
             self._undelivered(record, request, error)
         except Exception as error:  # a fault of this handler's own: still not lost
@@ -478,8 +506,9 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
     def _undelivered(
         self, record: logging.LogRecord, request: bytes | None, error: BaseException
     ) -> None:
-        """Count the record, note what the failure says about the daemon,
-        and hand the record to the fallback."""
+        """Note what the failure says about the daemon; keep the record in the
+        spool, or else count it and hand it to the fallback."""
+        spooled = self._spool is not None and self._keep(record, request)
         timestamp = (
             protocol.timestamp_of(request)
             if request is not None
@@ -487,7 +516,10 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         )
         now = time.monotonic()
         with self._lock:
-            self.undelivered += 1
+            if spooled:
+                self.spooled += 1
+            else:
+                self.undelivered += 1
             unreachable = True
             if isinstance(error, BlockingIOError):
                 self._back_off(_FULL)
@@ -500,13 +532,25 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
                 self._stall = self.retryTime = None
             elif not isinstance(error, _BackingOff):  # a fault of ours, an interrupt
                 unreachable = False
-            self._ledger.add(timestamp, unreachable=unreachable)
+            if not spooled:  # the spool's replay reports its own
+                self._ledger.add(timestamp, unreachable=unreachable)
             warn = now - self._warned_at >= _WARN_EVERY and not isinstance(error, _BackingOff)
             if warn:
                 self._warned_at = now
-        self._to_fallback(record)
+        if not spooled:
+            self._to_fallback(record)
         if warn:
             self._warn(f"{type(error).__name__}: {error}")
+
+    def _keep(self, record: logging.LogRecord, request: bytes | None) -> bool:
+        """Whether the spool took the record (never raises)."""
+        assert self._spool is not None
+        if request is None:  # not encoded yet (the queue was full, say)
+            try:
+                request = self.makePickle(record)
+            except Exception:
+                return False
+        return self._spool.append(request)
 
     def _back_off(self, stall: str) -> None:
         """Stop blocking callers for a while: 1 s, doubling with each retry
@@ -543,9 +587,10 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         """Say on stderr why records are not delivered (never through
         logging: this handler may be on the root logger)."""
         where = " or ".join(map(protocol.display_address, self.addresses))
+        kept = "the fallback" if self.spool is None else f"the spool {self.spool} or the fallback"
         _say(
             f"globus.cwlogger: records to {where} are not acknowledged ({text}); "
-            f"they go to the fallback ({self.undelivered} so far)"
+            f"they go to {kept} ({self.spooled + self.undelivered} so far)"
         )
 
     def _warn_emf(self) -> None:
@@ -587,6 +632,9 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
             held, self._held = self._held, []
         for sock, _ in held:  # still no reply: let go
             sock.close()
+        if self._replayer is not None and self._spool is not None:
+            self._replayer.close(time.monotonic() + self.timeout)  # the rest waits for later
+            self._spool.close()
         super().close()
 
     def _after_fork_in_child(self) -> None:

@@ -4,15 +4,21 @@ clear error when the handler is built, naming the value."""
 from __future__ import annotations
 
 import logging
+import os
 
 __all__ = [
+    "ENV_SPOOL",
     "MAX_TIMEOUT",
     "check_choice",
     "check_count",
     "check_fallback",
+    "check_spool",
     "check_timeout",
     "check_uid",
 ]
+
+#: The spool's directory when a handler is built without ``spool``.
+ENV_SPOOL = "GLOBUS_CWLOGGER_SPOOL"
 
 #: The longest timeout, in seconds: what poll(2) can wait (INT_MAX ms).
 MAX_TIMEOUT = 2_147_483.647
@@ -78,3 +84,19 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
         msg = f"{name} must be one of {', '.join(map(repr, choices))}: {value!r}"
         raise ValueError(msg)
     return value
+
+
+def check_spool(spool: object) -> str | None:
+    """The spool directory to use: ``spool``, else ``$GLOBUS_CWLOGGER_SPOOL``;
+    None for none (``"off"`` turns the variable's off too).  The directory
+    itself is checked when the spool opens it."""
+    if spool is None:
+        spool = os.environ.get(ENV_SPOOL) or None
+    if spool is None or spool == "off":
+        return None
+    if isinstance(spool, os.PathLike):
+        spool = os.fspath(spool)
+    if not isinstance(spool, str):
+        msg = f"spool must be a directory's path, not {type(spool).__name__}: {spool!r}"
+        raise TypeError(msg)
+    return spool

@@ -99,6 +99,7 @@ class GlobusQueueHandler(logging.Handler):
         timeout: float = DEFAULT_TIMEOUT,
         fallback: Fallback = "stderr",
         daemon_uid: int | None = None,
+        spool: str | os.PathLike[str] | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
         children: Literal["queue", "sync"] = "queue",
         senders: int = DEFAULT_SENDERS,
@@ -108,7 +109,7 @@ class GlobusQueueHandler(logging.Handler):
         self.children = check_choice("children", children, ("queue", "sync"))  # type: ignore[assignment]  # one of the two
         # Built first, so logging.shutdown (newest first) closes it after us.
         self.target = GlobusSocketHandler(
-            host, port, timeout=timeout, fallback=fallback, daemon_uid=daemon_uid
+            host, port, timeout=timeout, fallback=fallback, daemon_uid=daemon_uid, spool=spool
         )
         super().__init__()
         self._sync = False
