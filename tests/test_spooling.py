@@ -87,8 +87,8 @@ class SpoolingTest(unittest.TestCase):
             self.address, timeout=0.5, fallback=self.fallback, spool=self.directory
         )
         self.addCleanup(handler.close)
-        assert handler._spool is not None
-        handler._spool.max_bytes = 1  # the bound is reached at once
+        assert handler._replayer is not None
+        handler._replayer.spool.max_bytes = 1  # the bound is reached at once
         with redirect_stderr(io.StringIO()):
             handler.handle(logging.makeLogRecord({"msg": "no room"}))
         self.assertEqual((handler.spooled, handler.undelivered), (0, 1))
