@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import uuid
@@ -43,6 +44,31 @@ def message_of(request: bytes) -> str:
     message = json.loads(request)["message"]
     assert isinstance(message, str)
     return message
+
+
+def answered_once(test: unittest.TestCase, *replies: bytes, pause: float = 0.0) -> str:
+    """The address of a listener (a thread, joined at cleanup) that reads
+    one request and answers it with ``replies``, written ``pause`` seconds
+    apart: a daemon of another make."""
+    address = unique_address()
+    listener = socket.socket(socket.AF_UNIX)
+    test.addCleanup(listener.close)
+    listener.bind(address)
+    listener.listen(1)
+    listener.settimeout(10)
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for reply in replies:
+                conn.sendall(reply)
+                time.sleep(pause)
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    test.addCleanup(thread.join)
+    return address
 
 
 def summary_of(message: str) -> dict[str, object]:

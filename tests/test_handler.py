@@ -25,6 +25,7 @@ from globus.cwlogger.testing import LocalDaemon
 from .support import (
     DaemonTestCase,
     PathAddress,
+    answered_once,
     message_of,
     summary_of,
     temporary_directory,
@@ -203,25 +204,9 @@ class DeliveryTest(DaemonTestCase):
         )
 
     def test_an_acknowledgement_with_its_keys_in_another_order(self) -> None:
-        address = unique_address()
-        listener = socket.socket(socket.AF_UNIX)
-        self.addCleanup(listener.close)
-        listener.bind(address)
-        listener.listen(1)
-
-        def answer() -> None:
-            conn, _ = listener.accept()
-            with conn:
-                conn.recv(65536)
-                conn.sendall(
-                    b'{"health": {"queue_length": 1, "queue_percent_full": 0.0}, "status": "ok"}\n'
-                )
-
-        thread = threading.Thread(target=answer)
-        thread.start()
-        handler = self.make_handler(host=address)
+        ok = b'{"health": {"queue_length": 1, "queue_percent_full": 0.0}, "status": "ok"}\n'
+        handler = self.make_handler(host=answered_once(self, ok))
         handler.handle(logging.makeLogRecord({"msg": "to another implementation"}))
-        thread.join()
         self.assertEqual((handler.delivered, handler.undelivered), (1, 0))
 
     def test_a_record_class_of_its_own_gives_its_own_message(self) -> None:
@@ -245,25 +230,10 @@ class DeliveryTest(DaemonTestCase):
         )
 
     def test_a_reply_in_pieces_is_read_whole(self) -> None:
-        address = unique_address()
-        listener = socket.socket(socket.AF_UNIX)
-        self.addCleanup(listener.close)
-        listener.bind(address)
-        listener.listen(1)
-
-        def answer() -> None:
-            conn, _ = listener.accept()
-            with conn:
-                conn.recv(65536)
-                conn.sendall(b'{"status": "ok", "health": {"queue_length": 1, ')
-                time.sleep(0.05)
-                conn.sendall(b'"queue_percent_full": 0.0}}\n')
-
-        thread = threading.Thread(target=answer)
-        thread.start()
+        head = b'{"status": "ok", "health": {"queue_length": 1, '
+        address = answered_once(self, head, b'"queue_percent_full": 0.0}}\n', pause=0.05)
         handler = self.make_handler(host=address)
         handler.handle(logging.makeLogRecord({"msg": "answered in two writes"}))
-        thread.join()
         self.assertEqual((handler.delivered, handler.undelivered), (1, 0))
 
     def test_filters_are_applied(self) -> None:
@@ -462,24 +432,9 @@ class FailureTest(DaemonTestCase):
         self.assertIsNone(self.handler.retryTime)
 
     def test_garbled_reply_is_undelivered(self) -> None:
-        address = unique_address()
-        listener = socket.socket(socket.AF_UNIX)
-        self.addCleanup(listener.close)
-        listener.bind(address)
-        listener.listen(1)
-
-        def answer() -> None:
-            conn, _ = listener.accept()
-            with conn:
-                conn.recv(65536)
-                conn.sendall(b"not json\n")
-
-        thread = threading.Thread(target=answer)
-        thread.start()
-        handler = self.make_handler(host=address)
+        handler = self.make_handler(host=answered_once(self, b"not json\n"))
         with quiet() as stderr:
             handler.handle(logging.makeLogRecord({"msg": "to a stranger"}))
-        thread.join()
         self.assertEqual((handler.delivered, handler.undelivered), (0, 1))
         self.assertIn("ProtocolError", stderr.getvalue())
 

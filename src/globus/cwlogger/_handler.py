@@ -155,7 +155,25 @@ class _Thread:
         self.waiting: list[logging.LogRecord] = []
 
 
-class GlobusSocketHandler(logging.handlers.SocketHandler):
+class _Unlocked(logging.Handler):
+    """A handler whose ``handle`` filters and emits without the handler's
+    lock: threads that share the handler each wait for their own reply only
+    (or queue without waiting), so the timeout bounds every logging call."""
+
+    @override
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Filter the record and emit it, without the handler's lock."""
+        if self.filters:
+            kept: object = self.filter(record)
+            if not kept:
+                return False
+            if isinstance(kept, logging.LogRecord):  # Python 3.12+: a filter may replace it
+                record = kept
+        self.emit(record)
+        return True
+
+
+class GlobusSocketHandler(_Unlocked, logging.handlers.SocketHandler):
     """Send each record to the CWLogger daemon and wait for its acknowledgement.
 
     ``host`` is the daemon's address (see :func:`protocol.parse_address`);
@@ -322,20 +340,6 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         return record, self._encode(text, record.created)
 
     @override
-    def handle(self, record: logging.LogRecord) -> bool:
-        """Filter and emit the record without holding the handler's lock
-        across the round trip: threads that share the handler each wait for
-        their own reply only, so the timeout bounds every logging call."""
-        if self.filters:
-            kept: object = self.filter(record)
-            if not kept:
-                return False
-            if isinstance(kept, logging.LogRecord):  # Python 3.12+: a filter may replace it
-                record = kept
-        self.emit(record)
-        return True
-
-    @override
     def emit(self, record: logging.LogRecord) -> None:
         """Send the record; if the daemon does not acknowledge it, hand it to
         the fallback and count it.  Never raises, but for a BaseException
@@ -376,7 +380,7 @@ class GlobusSocketHandler(logging.handlers.SocketHandler):
         """Deliver one request and read the daemon's acknowledgement within
         the timeout; raise when it is not acknowledged."""
         ledger = self._ledger
-        # Unlocked reads are enough to see that nothing is amiss.
+        # _Unlocked reads are enough to see that nothing is amiss.
         amiss = self._held or self._stall is not None or ledger.open or ledger.on_its_way
         sock = None
         if not (amiss or self.daemon_uid is not None or socket.socket is not _STDLIB_SOCKET):

@@ -33,7 +33,15 @@ import threading
 import time
 from queue import Empty, SimpleQueue
 
-from ._handler import DEFAULT_TIMEOUT, Fallback, GlobusSocketHandler, _live, _stand_in, _text
+from ._handler import (
+    DEFAULT_TIMEOUT,
+    Fallback,
+    GlobusSocketHandler,
+    _live,
+    _stand_in,
+    _text,
+    _Unlocked,
+)
 from ._options import check_choice, check_count
 from ._typing import override
 
@@ -68,7 +76,7 @@ class ClosedBeforeSent(Exception):
     """The record was still queued when ``close()``'s deadline ran out."""
 
 
-class GlobusQueueHandler(logging.Handler):
+class GlobusQueueHandler(_Unlocked):
     """Queue each record and deliver it from a background thread.
 
     Takes the arguments of :class:`GlobusSocketHandler`, which it builds as
@@ -141,18 +149,6 @@ class GlobusQueueHandler(logging.Handler):
                     item.wait()
             else:
                 handle(item)
-
-    @override
-    def handle(self, record: logging.LogRecord) -> bool:
-        """Filter and queue the record (the queue needs no lock)."""
-        if self.filters:
-            kept: object = self.filter(record)
-            if not kept:
-                return False
-            if isinstance(kept, logging.LogRecord):  # Python 3.12+: a filter may replace it
-                record = kept
-        self.emit(record)
-        return True
 
     @override
     def emit(self, record: logging.LogRecord) -> None:
