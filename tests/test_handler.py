@@ -18,7 +18,7 @@ from unittest import mock
 
 from globus.cwlogger import ENV_ADDRESS, GlobusSocketHandler, protocol
 from globus.cwlogger._connect import NEWER_DAEMON_PATH
-from globus.cwlogger._handler import _iso
+from globus.cwlogger._records import iso_ms
 from globus.cwlogger.protocol import EMPTY_MESSAGE, MAX_MESSAGE_BYTES
 from globus.cwlogger.testing import LocalDaemon
 
@@ -372,8 +372,8 @@ class FailureTest(DaemonTestCase):
             self.log.info("back")
             events = daemon.wait_for(2)
         summary = summary_of(events[0].message)
-        self.assertEqual(summary["first"], _iso(now + 2.5))
-        self.assertEqual(summary["last"], _iso(now + 9.125))
+        self.assertEqual(summary["first"], iso_ms(int((now + 2.5) * 1000)))
+        self.assertEqual(summary["last"], iso_ms(int((now + 9.125) * 1000)))
 
     def test_filesystem_path_left_behind(self) -> None:
         directory = temporary_directory(self)

@@ -31,7 +31,6 @@ right after the current one.
 from __future__ import annotations
 
 import _socket
-import copy
 import logging
 import logging.handlers
 import math
@@ -47,6 +46,7 @@ from . import _connect, protocol
 from ._connect import ENV_ADDRESS
 from ._ledger import Ledger, Summary
 from ._options import check_fallback, check_spool, check_timeout, check_uid
+from ._records import iso_ms, stand_in
 from ._typing import override
 
 TYPE_CHECKING = False  # without importing typing: see _typing.py
@@ -79,7 +79,7 @@ _MAX_AGE, _MAX_AHEAD = protocol.MAX_AGE, protocol.MAX_AHEAD
 _UNIX, _STREAM = _connect._UNIX, _connect._STREAM
 _STDLIB_SOCKET = _connect._STDLIB_SOCKET
 _NOSIGNAL, _SOON = _connect._NOSIGNAL, _connect._SOON
-_LogRecord = logging.LogRecord
+_LogRecord = logging.LogRecord  # see _records.text_of
 _time, _trunc = time.time, math.trunc  # a global lookup less, on every record
 
 
@@ -89,43 +89,6 @@ class _Refused(Exception):
 
 class _BackingOff(Exception):
     """Not tried: the daemon is stalled and its backoff has not run out."""
-
-
-def _iso(created: float) -> str:
-    """Seconds since the epoch as ``2026-11-25T19:58:19.123Z``."""
-    return _iso_ms(int(created * 1000))
-
-
-def _iso_ms(timestamp: int) -> str:
-    """Milliseconds since the epoch as ``2026-11-25T19:58:19.123Z``."""
-    seconds, ms = divmod(timestamp, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
-
-
-def _stand_in(record: logging.LogRecord, error: Exception) -> logging.LogRecord:
-    """A copy of a record that could not be formatted, whose message says
-    what it was and why: sent and kept like any other, never dropped."""
-    try:
-        what = f"{record.msg!r} % {record.args!r}: {type(error).__name__}: {error}"
-    except Exception:  # a repr or str that raises too
-        what = f"{object.__repr__(record.msg)}: {type(error).__name__}"
-    where = f"{record.levelname} {record.name} {record.pathname}:{record.lineno}"
-    stand_in = copy.copy(record)
-    stand_in.msg, stand_in.args = f"{where}: could not format {what}", None
-    stand_in.exc_info = stand_in.exc_text = stand_in.stack_info = None
-    return stand_in
-
-
-def _text(handler: logging.Handler, record: logging.LogRecord) -> str:
-    """``handler.format(record)``, in fewer steps with the default formatter."""
-    if handler.formatter is None and not (record.exc_info or record.exc_text or record.stack_info):
-        # What the default formatter gives: getMessage(), whose call costs
-        # more than its work for a plain record with no arguments.
-        text = record.msg
-        if type(record) is not _LogRecord or type(text) is not str or record.args:
-            text = record.getMessage()
-        return text
-    return handler.format(record)
 
 
 class _Counts:
@@ -332,7 +295,7 @@ class GlobusSocketHandler(_Unlocked, logging.handlers.SocketHandler):
     ) -> tuple[logging.LogRecord, bytes]:
         """A record that could not be formatted: its stand-in, and the request."""
         self.handleError(record)  # the standard report, if logging.raiseExceptions
-        record = _stand_in(record, error)
+        record = stand_in(record, error)
         try:
             text = self.format(record)  # the formatter's shape (JSON, say), if it can
         except Exception:
@@ -460,8 +423,8 @@ class GlobusSocketHandler(_Unlocked, logging.handlers.SocketHandler):
         the summary is settled by its late reply."""
         event = (
             f'{{"type": "audit", "subtype": "cwlogger.undelivered", '
-            f'"undelivered": {summary.records}, "first": "{_iso_ms(summary.first)}", '
-            f'"last": "{_iso_ms(summary.last)}", "pid": {os.getpid()}}}'
+            f'"undelivered": {summary.records}, "first": "{iso_ms(summary.first)}", '
+            f'"last": "{iso_ms(summary.last)}", "pid": {os.getpid()}}}'
         )
         request, _ = protocol.encode_event(event, int(time.time() * 1000))
         delivered = False

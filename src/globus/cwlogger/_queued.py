@@ -33,16 +33,9 @@ import threading
 import time
 from queue import Empty, SimpleQueue
 
-from ._handler import (
-    DEFAULT_TIMEOUT,
-    Fallback,
-    GlobusSocketHandler,
-    _live,
-    _stand_in,
-    _text,
-    _Unlocked,
-)
+from ._handler import DEFAULT_TIMEOUT, Fallback, GlobusSocketHandler, _live, _Unlocked
 from ._options import check_choice, check_count
+from ._records import stand_in, text_of
 from ._typing import override
 
 TYPE_CHECKING = False  # without importing typing: see _typing.py
@@ -157,7 +150,7 @@ class GlobusQueueHandler(_Unlocked):
             prepared = self.prepare(record)
         except Exception as error:  # a format string that does not fit its args, say
             self.handleError(record)  # the standard report, if logging.raiseExceptions
-            prepared = _stand_in(record, error)
+            prepared = stand_in(record, error)
             with contextlib.suppress(Exception):
                 prepared = self.prepare(prepared)  # the formatter's shape, if it can
         queued = self._queue.qsize()
@@ -178,7 +171,7 @@ class GlobusQueueHandler(_Unlocked):
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         """Format in the caller's thread (arguments may change later) and
         queue a copy that holds the text only, as ``QueueHandler`` does."""
-        text = _text(self, record)
+        text = text_of(self, record)
         prepared: logging.LogRecord = object.__new__(type(record))
         prepared.__dict__.update(record.__dict__)
         prepared.message = prepared.msg = text

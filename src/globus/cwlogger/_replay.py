@@ -32,6 +32,7 @@ import time
 import weakref
 
 from . import protocol
+from ._records import iso_ms
 from ._spool import (
     CHECKPOINT,
     DROPS,
@@ -47,7 +48,6 @@ from ._spool import (
     frames,
     parse_name,
     read_checkpoint,
-    timestamp_of,
     write_checkpoint,
 )
 
@@ -93,11 +93,6 @@ _NOT_SENT = (ConnectionRefusedError, FileNotFoundError, BlockingIOError, Permiss
 # What the audit event counts, per process.
 _FIELDS = ("replayed", "restamped", "duplicates", "quarantined", "torn", "dropped")
 _REPLAYED, _RESTAMPED, _DUPLICATES, _QUARANTINED, _TORN, _DROPPED = range(6)
-
-
-def _iso(timestamp: int) -> str:
-    seconds, ms = divmod(timestamp, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
 
 
 class Replayer:
@@ -372,7 +367,7 @@ class Replayer:
         """Send one record, paced: DONE, REFUSED, "rejected" (for good),
         UNANSWERED (not sent) or "ambiguous" (the daemon may have it)."""
         try:
-            timestamp = timestamp_of(request)
+            timestamp = protocol.timestamp_of(request)
             request, restamped = protocol.restamp(request, time.time())
         except ValueError:
             return "rejected"
@@ -475,7 +470,7 @@ class Replayer:
             if any(counts)
         ]
         total = {field: sum(int(p[field]) for p in processes) for field in _FIELDS}
-        first, last = (_iso(t) for t in self._span) if self._span else (None, None)
+        first, last = (iso_ms(t) for t in self._span) if self._span else (None, None)
         event = {
             "type": "audit",
             "subtype": "cwlogger.spool",
@@ -589,7 +584,7 @@ def describe(directory: str | os.PathLike[str]) -> Status:
                 continue
             owner["records"] += 1
             owner["bytes"] += len(request)
-            stamp, oldest = timestamp_of(request), owner["oldest"]
+            stamp, oldest = protocol.timestamp_of(request), owner["oldest"]
             owner["oldest"] = stamp if oldest is None else min(oldest, stamp)
     quarantine = os.path.join(path, QUARANTINE)
     stamps = [owner["oldest"] for owner in owners.values() if owner["oldest"] is not None]

@@ -58,7 +58,6 @@ __all__ = [
     "frames",
     "parse_name",
     "read_checkpoint",
-    "timestamp_of",
     "write_checkpoint",
 ]
 
@@ -113,11 +112,6 @@ def frames(data: bytes, start: int = 0) -> Iterator[tuple[int, int, bytes | None
             end = len(data) if end == -1 else end
             yield start, end, None
         start = end
-
-
-def timestamp_of(request: bytes) -> int:
-    """The timestamp of a request made by :func:`protocol.encode_event`."""
-    return int(request[request.rindex(b": ") + 2 : -2])  # the last: JSON escapes a quote
 
 
 def parse_name(name: str) -> tuple[int, str, int] | None:
