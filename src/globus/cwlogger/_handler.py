@@ -8,24 +8,29 @@ between records is all here, guarded by ``_lock``:
   got no reply in time (the daemon took it and did not answer), ``"full"``
   after its listen backlog stayed full for a whole timeout.  Either starts
   a backoff (``SocketHandler``'s ``retryTime``, ``retryPeriod``: 1 s,
-  doubling, at most 30 s) during which records go to the fallback at once
-  instead of blocking their caller, except: a late reply to a held request
-  ends a hung stall, and a connect that finds room ends a full one.  A
-  daemon that is absent or refuses answers in microseconds: no stall, it is
-  tried again by the next record.
+  doubling with each retry that fails too, at most 30 s) during which
+  records go to the spool or the fallback at once instead of blocking their
+  caller, except: a late reply to a held request ends a hung stall, and a
+  connect that finds room ends a full one.  A daemon that is absent or
+  refuses answers in microseconds: no stall, the next record tries again.
 - ``_held``: requests that got no reply in time, kept open so that the
   daemon never sees a client leave before its reply (it logs a traceback
   for each); the next record reads their late replies without waiting.
 - ``_ledger``: the records that were not acknowledged, and the one summary
   event that reports them (see _ledger.py).
-- the counters.
+- ``_counts``: what befell the records that were not simply delivered.
+- ``_threads``: each thread's own state (whether a call of its is under way,
+  the records a signal handler logged meanwhile, how many it delivered).
+- ``_replayer``: with a spool, what sends its records once the daemon answers.
 
-A logging call takes the lock only to read and change these: connecting,
-sending, reading replies, the fallback and the warnings happen outside it,
-so a slow daemon or a slow fallback delays no other thread.  A signal
-handler (or a formatter) that logs through the handler while this thread is
-inside it does not re-enter: its record waits in ``_inside`` and is sent
-right after the current one.
+The usual record finds nothing amiss (unlocked reads are enough to see it)
+and takes the fewest steps: its thread's delivered count is its own, so it
+takes no lock at all.  Otherwise a call takes the lock only to read and
+change the state: connecting, sending, reading replies, the spool, the
+fallback and the warnings happen outside it, so a slow daemon or a slow
+fallback delays no other thread.  A signal handler (or a formatter) that
+logs through the handler while its thread is inside it does not re-enter:
+its record waits and is sent right after the current one.
 """
 
 from __future__ import annotations
