@@ -508,6 +508,18 @@ class FailureTest(DaemonTestCase):
                 handler.handle(logging.makeLogRecord({"msg": "as under pythonw"}))
                 self.assertEqual(handler.undelivered, 1)
 
+    def test_a_standard_error_that_fails_costs_the_caller_nothing(self) -> None:
+        class Broken(io.StringIO):
+            def write(self, text: str) -> int:
+                msg = "no room on stderr"
+                raise OSError(msg)
+
+        self.daemon.stop()
+        handler = self.make_handler(fallback="stderr")
+        with contextlib.redirect_stderr(Broken()):
+            handler.handle(logging.makeLogRecord({"msg": "and nowhere to say so"}))
+        self.assertEqual(handler.undelivered, 1)
+
     def test_a_broken_formatter_still_reaches_the_stream_fallback(self) -> None:
         class Failing(logging.Formatter):
             def format(self, record: logging.LogRecord) -> str:

@@ -395,6 +395,22 @@ class QueuedTest(unittest.TestCase):
         messages = sorted(e.message for e in daemon.wait_for(4))
         self.assertEqual(messages, ["child 0", "child 1", "child 2", "parent"])
 
+    def test_a_child_forked_after_close_sends_in_the_logging_call(self) -> None:
+        daemon = self.daemon()
+        handler = self.make(daemon)
+        handler.close()
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                handler.handle(logging.makeLogRecord({"msg": "child, after close"}))
+                status = 0 if handler.target.delivered == 1 else 2  # sent before returning
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertEqual([e.message for e in daemon.wait_for(1)], ["child, after close"])
+
     def test_unformattable_record_is_not_lost(self) -> None:
         daemon = self.daemon()
         handler = self.make(daemon)

@@ -106,6 +106,10 @@ class SpoolingTest(unittest.TestCase):
         del os.environ[ENV_SPOOL]
         self.assertIsNone(GlobusSocketHandler(self.address).spool)
 
+    def test_a_path_object(self) -> None:
+        handler = self.make(spool=pathlib.Path(self.directory))
+        self.assertEqual(handler.spool, self.directory)
+
     def test_from_dictconfig(self) -> None:
         name = f"spooled-{unique_address()[1:]}"
         logging.config.dictConfig(

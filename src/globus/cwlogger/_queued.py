@@ -269,10 +269,8 @@ def _hook_exits() -> None:
     hooked = _exits.hooked
     if "threading" not in hooked:
         hooked.add("threading")
-        register = getattr(threading, "_register_atexit", None)
-        if register is not None:
-            with contextlib.suppress(RuntimeError):  # already shutting down
-                register(_close_all)  # threading._shutdown() runs it
+        with contextlib.suppress(RuntimeError):  # already shutting down
+            threading._register_atexit(_close_all)  # type: ignore[attr-defined]  # threading._shutdown() runs it
     util = sys.modules.get("multiprocessing.util")
     if util is None and "billiard" in sys.modules:  # its processes import it only to end
         from multiprocessing import util
