@@ -1,13 +1,15 @@
-"""python -m globus.cwlogger: --version, send, status, listen, demo."""
+"""python -m globus.cwlogger: --version, send, status, spool, listen, demo."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import importlib.metadata
 import io
 import json
 import logging
+import math
 import os
 import pathlib
 import shlex
@@ -25,6 +27,7 @@ from unittest import mock
 import globus.cwlogger
 from globus.cwlogger import ENV_ADDRESS, GlobusSocketHandler, _connect, protocol
 from globus.cwlogger.__main__ import UNHEALTHY_PERCENT_FULL, _parser, main
+from globus.cwlogger._spool import Spool, frame
 from globus.cwlogger.testing import LocalDaemon
 
 from .support import unique_address
@@ -150,6 +153,14 @@ class BadInputTest(CliTestCase):
         (("listen", "--address", "tmp/sock"), "absolute path: 'tmp/sock'"),
         (("listen", "--address", "@a", "--behaviour", "slow"), "invalid choice: 'slow'"),
         (("demo", "now"), "unrecognized arguments: now"),
+        (("spool",), "required: DIR"),
+        (("spool", "/nonexistent/cwlogger-spool"), "no such directory: '/nonexistent/"),
+        (("spool", "relative/cwlogger-spool"), "no such directory: 'relative/cwlogger-spool'"),
+        (("spool", "/etc/passwd"), "not a directory: '/etc/passwd'"),
+        (("spool", "/"), "not a spool directory: '/' holds"),
+        (("spool", "/", "--replay", "--timeout", "0"), "timeout must be a positive number"),
+        (("spool", "/", "--replay", "--address", "rel"), "absolute path: 'rel'"),
+        (("spool", "/", "--rep"), "unrecognized arguments: --rep"),
     ]
 
     def test_each_is_one_line_and_exit_status_2(self) -> None:
@@ -204,6 +215,7 @@ class HelpTest(unittest.TestCase):
                     self.assertTrue(each.help, f"{parser.prog}: {each.dest} has no help")
         self.assertLessEqual({"version", "message", "address", "timeout", "daemon_uid"}, set(seen))
         self.assertLessEqual({"behaviour", "send", "status", "listen", "demo"}, set(seen))
+        self.assertLessEqual({"spool", "directory", "replay"}, set(seen))
 
     def test_status_help_says_the_probe_is_an_event(self) -> None:
         status, out, _ = run("status", "--help")
@@ -218,7 +230,7 @@ class ReadmeTest(unittest.TestCase):
         section = readme.split("## Command line\n")[1].split("\n## ")[0]
         block = section.split("```console\n")[1].split("```")[0]
         commands = [line.split("#")[0].split("|")[-1] for line in block.splitlines()]
-        self.assertEqual(len(commands), 6)
+        self.assertEqual(len(commands), 8)
         for command in commands:
             with self.subTest(command=command):
                 words = shlex.split(command)
@@ -543,6 +555,258 @@ class DemoTest(unittest.TestCase):
         self.assertIn("Traceback (most recent call last)", result.stdout)
         self.assertIn("bytes cut]", result.stdout)
         self.assertIn("delivered=4 undelivered=0 truncated=1", result.stdout)
+
+
+def iso(timestamp: int) -> str:
+    """A timestamp in ms as the spool command shows it."""
+    seconds, ms = divmod(timestamp, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
+
+
+class SpoolTest(CliTestCase):
+    """``spool DIR [--replay]`` on directories that real handlers filled."""
+
+    def setUp(self) -> None:
+        self.directory = str(temporary_directory(self) / "spool")
+        self.now = math.floor(time.time()) - 600  # whole seconds: exact timestamps
+
+    def handler(self) -> GlobusSocketHandler:
+        """A handler whose daemon is not there: what it logs is spooled."""
+        handler = GlobusSocketHandler(
+            unique_address(), spool=self.directory, fallback="off", timeout=0.5
+        )
+        self.addCleanup(handler.close)
+        return handler
+
+    def fill(self, ages: list[int], handler: GlobusSocketHandler | None = None) -> list[bytes]:
+        """Log one record per age (seconds before self.now), through
+        ``handler`` (else a handler of its own, closed after); the requests
+        spooled, as the handler made them."""
+        logger = handler or self.handler()
+        requests = []
+        with contextlib.redirect_stderr(io.StringIO()) as warned:
+            for age in ages:
+                message = f"record {age} s old"
+                logger.handle(logging.makeLogRecord({"msg": message, "created": self.now - age}))
+                requests.append(protocol.encode_event(message, (self.now - age) * 1000)[0])
+        self.assertIn(f"they go to the spool {self.directory}", warned.getvalue())
+        self.assertEqual((logger.spooled, logger.undelivered), (len(ages), 0))
+        if handler is None:
+            logger.close()
+        return requests
+
+    def replay(self, daemon: LocalDaemon, *args: str) -> tuple[int, list[str]]:
+        code, out, err = run(
+            "spool", self.directory, "--replay", "--address", at(daemon.address), *args
+        )
+        self.assertEqual(err, "")
+        return code, out.splitlines()
+
+    def test_shows_what_a_closed_handler_left(self) -> None:
+        requests = self.fill([30, 90, 60])  # the oldest is not the first
+        size = sum(map(len, requests))
+        code, out, err = run("spool", self.directory)
+        self.assertEqual((code, err), (0, ""))
+        lines = out.splitlines()
+        oldest = iso((self.now - 90) * 1000)
+        head = f"{self.directory}: 3 records not replayed yet ({size} bytes), the oldest from "
+        self.assertTrue(lines[0].startswith(f"{head}{oldest}, 1"), lines)  # 10.0 min ago or so
+        self.assertTrue(lines[0].endswith(" min ago"), lines)
+        self.assertEqual(len(lines), 5, lines)
+        self.assertTrue(
+            lines[1].startswith(
+                f"  pid {os.getpid()} (gone): 3 records ({size} bytes) in 1 segment, "
+                f"the oldest from {oldest}"
+            ),
+            lines,
+        )
+        framed = sum(len(frame(request)) for request in requests)
+        self.assertEqual(lines[2], f"{framed} bytes in the directory (what the bound counts)")
+        self.assertEqual(
+            lines[3:], ["quarantined: 0 files", "dropped at the bound, not reported yet: 0 records"]
+        )
+
+    def test_a_running_handler_and_an_empty_spool(self) -> None:
+        code, out, _ = run("spool", self.directory + "/")  # not created yet: bad input
+        self.assertEqual(code, 2)
+        handler = self.handler()  # creates it
+        code, out, _ = run("spool", self.directory)
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            out.splitlines()[0], f"{self.directory}: 0 records not replayed yet (0 bytes)"
+        )
+        self.fill([5, 6], handler)
+        code, out, _ = run("spool", self.directory)
+        self.assertIn(f"  pid {os.getpid()} (running): 2 records (", out)
+        handler.close()
+        code, out, _ = run("spool", self.directory)
+        self.assertIn(f"  pid {os.getpid()} (gone): 2 records (", out)
+
+    def test_replays_the_exact_requests_then_one_audit_event(self) -> None:
+        requests = self.fill([3, 2, 1])
+        with LocalDaemon(unique_address()) as daemon:
+            code, lines = self.replay(daemon)
+            events = daemon.wait_for(4)
+            raw = list(daemon.requests)
+        self.assertEqual(code, 0, lines)
+        self.assertEqual(
+            lines,
+            [
+                f"replayed 3 records to {at(daemon.address)}: restamped 0, duplicates 0, "
+                "quarantined 0, torn 0; dropped at the bound and reported 0",
+                'the daemon acknowledged the audit event ({"subtype": "cwlogger.spool"})',
+            ],
+        )
+        self.assertEqual(raw[:3], requests)  # byte for byte, timestamps included
+        audit = json.loads(events[3].message)
+        self.assertEqual((audit["subtype"], audit["replayed"]), ("cwlogger.spool", 3))
+        self.assertEqual(audit["processes"][0]["pid"], os.getpid())
+        self.assertEqual(audit["directory"], self.directory)
+        self.assertEqual(sorted(os.listdir(self.directory)), ["replay.lock"])  # all sent
+        _, out, _ = run("spool", self.directory)
+        self.assertIn(": 0 records not replayed yet", out)
+
+    def test_in_a_real_process(self) -> None:
+        self.fill([1])
+        with LocalDaemon(unique_address()) as daemon:
+            result = cli("spool", self.directory, "--replay", "--address", at(daemon.address))
+            self.assertEqual(len(daemon.wait_for(2)), 2)
+        self.assertEqual((result.returncode, result.stderr), (0, ""))
+        self.assertTrue(result.stdout.startswith("replayed 1 record to "), result.stdout)
+
+    def test_what_is_left_when_the_daemon_does_not_acknowledge(self) -> None:
+        self.fill([2, 1])
+        address = at(unique_address())
+        code, out, err = run("spool", self.directory, "--replay", "--address", address)
+        lines = out.splitlines()
+        self.assertEqual((code, err), (1, ""))
+        self.assertEqual(
+            lines[0],
+            "replayed 0 records: restamped 0, duplicates 0, quarantined 0, torn 0; "
+            "dropped at the bound and reported 0",
+        )
+        self.assertTrue(
+            lines[1].startswith(f"stopped: nothing listens on {address}: ConnectionRefusedError"),
+            lines,
+        )
+        self.assertTrue(lines[2].startswith(f"left: pid {os.getpid()} (gone): 2 records ("), lines)
+        self.assertTrue(lines[2].endswith("(run --replay again)"), lines)
+        self.assertEqual(len(lines), 3)
+        with LocalDaemon(unique_address(), behaviour="refuse") as daemon:
+            code, lines = self.replay(daemon)
+            self.assertEqual(len(daemon.requests), 1)  # stopped at the first refusal
+        self.assertEqual(code, 1)
+        self.assertEqual(
+            lines[1],
+            f"stopped: refused by {at(daemon.address)}: Exception('too many events in queue')",
+        )
+        self.assertIn(": 2 records (", lines[2])
+
+    def test_timeout_bounds_a_hung_daemon_and_its_record_counts_as_a_duplicate(self) -> None:
+        self.fill([2, 1])
+        with LocalDaemon(unique_address(), behaviour="hang") as daemon:
+            start = time.monotonic()
+            code, lines = self.replay(daemon, "--timeout", "0.3")
+            elapsed = time.monotonic() - start
+        self.assertEqual(code, 1)
+        self.assertEqual(lines[1], f"stopped: {at(daemon.address)}: no reply within 0.3 s")
+        self.assertGreaterEqual(elapsed, 0.3)
+        self.assertLess(elapsed, 2.0)
+        with LocalDaemon(unique_address()) as daemon:
+            code, lines = self.replay(daemon)  # the daemon may have had the first
+        self.assertEqual(code, 0, lines)
+        self.assertTrue(lines[0].startswith("replayed 2 records to "), lines)
+        self.assertIn(", duplicates 1,", lines[0])
+
+    def test_a_running_handler_keeps_its_records(self) -> None:
+        self.fill([1, 2], self.handler())  # still open: it holds its segment
+        with LocalDaemon(unique_address()) as daemon:
+            code, lines = self.replay(daemon)
+            self.assertEqual(daemon.requests, [])  # nothing to report either
+        self.assertEqual(code, 1)
+        self.assertTrue(lines[0].startswith("replayed 0 records: "), lines)
+        self.assertTrue(lines[1].startswith(f"left: pid {os.getpid()} (running): 2 records ("))
+        self.assertTrue(lines[1].endswith("(its handler replays them)"), lines)
+
+    def test_another_replayer_at_work(self) -> None:
+        self.fill([1])
+        lock = os.open(os.path.join(self.directory, "replay.lock"), os.O_RDWR | os.O_CLOEXEC)
+        self.addCleanup(os.close, lock)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with LocalDaemon(unique_address()) as daemon:
+            code, lines = self.replay(daemon)
+            self.assertEqual(daemon.requests, [])
+        self.assertEqual(code, 1)
+        self.assertEqual(
+            lines[1],
+            f"not replayed: another process is replaying {self.directory} (it holds replay.lock)",
+        )
+
+    def test_restamped_quarantined_torn_and_dropped(self) -> None:
+        # Written by the spool itself: a handler would restamp an old record
+        # when it makes the request, and never writes a bad frame.
+        spool = Spool(self.directory, max_bytes=600)
+        old = (self.now - 20 * 86400) * 1000  # outside CloudWatch's 14 days
+        requests = [protocol.encode_event(f"record {n}", old)[0] for n in range(3)]
+        self.assertTrue(all(spool.append(request) for request in requests))
+        self.assertFalse(spool.append(protocol.encode_event("x" * 600, old)[0]))  # the bound
+        name = spool.active()[0]
+        spool.close()
+        path = os.path.join(self.directory, name)
+        with open(path, "r+b") as segment:
+            segment.seek(len(frame(requests[0])) + 20)  # in the second request's bytes
+            segment.write(b"#")
+            segment.seek(0, os.SEEK_END)
+            segment.write(frame(requests[0])[:30])  # a writer killed mid-record
+        _, out, _ = run("spool", self.directory)
+        self.assertIn(": 2 records (", out)  # the first and the third
+        self.assertIn("; 2 damaged frames (set aside when replayed)", out)
+        self.assertIn(f"the oldest from {iso(old)}, 20.0 days ago", out)
+        self.assertIn("dropped at the bound, not reported yet: 1 record\n", out)
+        with LocalDaemon(unique_address()) as daemon:
+            code, lines = self.replay(daemon)
+            events = daemon.wait_for(3)
+        self.assertEqual(code, 0, lines)
+        self.assertEqual(
+            lines[0],
+            f"replayed 2 records to {at(daemon.address)}: restamped 2, duplicates 0, "
+            "quarantined 1, torn 1; dropped at the bound and reported 1",
+        )
+        self.assertEqual([e.message for e in events[:2]], ["record 0", "record 2"])
+        for event in events[:2]:  # now, not 20 days ago
+            self.assertLess(abs((event.timestamp or 0) - time.time() * 1000), 60_000)
+        audit = json.loads(events[2].message)
+        self.assertEqual((audit["quarantined"], audit["torn"], audit["dropped"]), (1, 1, 1))
+        _, out, _ = run("spool", self.directory)
+        self.assertIn(": 0 records not replayed yet", out)
+        self.assertIn("quarantined: 1 file\n", out)
+
+    def test_not_a_spool(self) -> None:
+        for entries, expected in [
+            (["notes.txt"], "not a spool directory: '{}' holds 1 entries, none of them a spool's"),
+            (["notes.txt", "replay.lock"], ""),  # a spool, with something else in it
+        ]:
+            with self.subTest(entries=entries):
+                directory = temporary_directory(self)
+                for entry in entries:
+                    (directory / entry).touch()
+                for args in [(), ("--replay", "--address", at(unique_address()))]:
+                    code, out, err = run("spool", str(directory), *args)
+                    if expected:
+                        self.assertEqual((code, out), (2, ""))
+                        self.assert_one_line(err, expected.format(directory))
+                        self.assertTrue(err.startswith("cwl spool: error: "), err)
+                    else:
+                        self.assertEqual((code, err), (0, ""))
+                        self.assertIn("0 records", out.splitlines()[0])
+        # The handler's checks, before any replay: ours and private.
+        if os.geteuid() == 0:
+            foreign = temporary_directory(self) / "theirs"
+            foreign.mkdir()
+            os.chown(foreign, 65534, 65534)
+            code, _, err = run("spool", str(foreign), "--replay")
+            self.assertEqual(code, 2)
+            self.assert_one_line(err, f"spool directory {str(foreign)!r} belongs to uid 65534")
 
 
 if __name__ == "__main__":

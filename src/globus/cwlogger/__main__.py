@@ -1,4 +1,4 @@
-"""The command line: ``python -m globus.cwlogger {send,status,listen,demo}``.
+"""The command line: ``python -m globus.cwlogger {send,status,spool,listen,demo}``.
 
 Each subcommand is a parser (built in :func:`_parser`) and a function that
 takes the parsed arguments and returns the exit status: 0 for success, 1 when
@@ -128,28 +128,63 @@ def _peer(sock: _socket.socket) -> tuple[str, int, int]:
     return (_show([address]), *_connect.peer(sock))
 
 
+class _Sender:
+    """Sends one request per call as the handler does (a connection each),
+    returning the reply or raising OSError or ProtocolError, as the spool's
+    replayer wants; it remembers the listener it reached and why the last
+    request was not acknowledged."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.addresses: tuple[str, ...] = _addresses(args.address)
+        self.timeout: float = args.timeout
+        self.uid: int | None = args.daemon_uid
+        #: The listener the last request reached (None if none), its pid and uid.
+        self.peer: tuple[str, int, int] | None = None
+        #: The last listener any request reached.
+        self.reached: str | None = None
+        #: Why the last request got no reply (not saying where).
+        self.why = ""
+        #: Why the last request was not acknowledged, in a sentence.
+        self.failure = ""
+
+    def __call__(self, request: bytes) -> protocol.Reply:
+        deadline = time.monotonic() + self.timeout
+        self.peer, shown = None, _show(self.addresses)
+        try:
+            sock = _connect.connect(self.addresses, deadline, self.uid)
+        except (ConnectionRefusedError, FileNotFoundError) as error:
+            self.why = self.failure = f"nothing listens on {shown}: {_why(error, self.timeout)}"
+            raise
+        except OSError as error:  # a full backlog, another uid, no permission
+            self.why = self.failure = f"cannot connect to {shown}: {_why(error, self.timeout)}"
+            raise
+        try:
+            self.peer = _peer(sock)
+            self.reached = self.peer[0]
+            reply = _connect.exchange(sock, request, deadline - time.monotonic())
+            answer = protocol.decode_reply(reply)
+        except (OSError, protocol.ProtocolError) as error:
+            self.why = _why(error, self.timeout)
+            self.failure = f"{self.peer[0] if self.peer else shown}: {self.why}"
+            raise
+        finally:
+            sock.close()
+        if isinstance(answer, protocol.Error):
+            self.failure = f"refused by {self.reached}: {answer.message}"
+        return answer
+
+
 def _ask(
     args: argparse.Namespace, request: bytes
 ) -> tuple[tuple[str, int, int] | None, protocol.Reply | str]:
     """One request, as the handler makes it: the listener it reached (None if
     none), and the reply, or why there is none."""
-    addresses = _addresses(args.address)
-    deadline = time.monotonic() + args.timeout
+    sender = _Sender(args)
     try:
-        sock = _connect.connect(addresses, deadline, args.daemon_uid)
-    except (ConnectionRefusedError, FileNotFoundError) as error:
-        return None, f"nothing listens on {_show(addresses)}: {_why(error, args.timeout)}"
-    except OSError as error:  # a full backlog, another uid, no permission
-        return None, f"cannot connect to {_show(addresses)}: {_why(error, args.timeout)}"
-    try:
-        peer = _peer(sock)
-        try:
-            reply = _connect.exchange(sock, request, deadline - time.monotonic())
-            return peer, protocol.decode_reply(reply)
-        except (OSError, protocol.ProtocolError) as error:
-            return peer, _why(error, args.timeout)
-    finally:
-        sock.close()
+        reply = sender(request)
+    except (OSError, protocol.ProtocolError):
+        return sender.peer, sender.why
+    return sender.peer, reply
 
 
 def _health(answer: protocol.Ok) -> str:
@@ -309,6 +344,22 @@ def demo(args: argparse.Namespace) -> int:
     return 0 if handler.delivered == len(events) == 4 else 1
 
 
+def spool(args: argparse.Namespace) -> int:
+    """What a spool directory holds; with ``--replay``, send it now."""
+    from . import _cli_spool  # a spool's machinery, loaded only for this command
+
+    try:
+        path = _cli_spool.check(args.directory)
+        if args.replay:
+            code, lines = _cli_spool.replay_now(path, _Sender(args))
+        else:
+            code, lines = 0, _cli_spool.show(path)
+    except _cli_spool.BadDirectory as error:
+        raise _UsageError(str(error)) from None
+    print("\n".join(lines))
+    return code
+
+
 ADDRESS_HELP = (
     "the daemon's address: @name or \\0name (abstract), or an absolute path; default: "
     f"${_connect.ENV_ADDRESS}, else @org.globus.cwlogs, then {_connect.NEWER_DAEMON_PATH}"
@@ -388,6 +439,28 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     p_listen.set_defaults(run=listen)
+
+    p_spool = commands.add_parser(
+        "spool",
+        help="what a spool directory holds; --replay sends it to the daemon now",
+        description="Show what the spool directory DIR holds: the records not replayed yet "
+        "(their bytes, the oldest), the processes that spooled them (running: one still "
+        "holds its segment and replays it itself; gone: none does, so the next process "
+        "with this spool, or --replay, sends them), what was quarantined, and what was "
+        "dropped at the bound. With --replay, send them to the daemon now, paced and "
+        "counted as a handler's replayer does, then one audit event "
+        '({"type": "audit", "subtype": "cwlogger.spool", ...}); exit status 0 when '
+        "nothing is left.",
+        allow_abbrev=False,
+    )
+    p_spool.add_argument(
+        "directory", metavar="DIR", help="the spool's directory (spool=DIR, $GLOBUS_CWLOGGER_SPOOL)"
+    )
+    p_spool.add_argument(
+        "--replay", action="store_true", help="send what it holds to the daemon now"
+    )
+    _add_request_options(p_spool)
+    p_spool.set_defaults(run=spool)
 
     p_demo = commands.add_parser(
         "demo", help="log a few records to a private stand-in and show them", allow_abbrev=False
