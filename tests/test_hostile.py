@@ -223,13 +223,14 @@ class ExitTest(unittest.TestCase):
         took = self.exit_time("GlobusSocketHandler", 20, "hang")
         self.assertLess(took, self.timeout + 0.5)  # close() waits once for late replies
 
-    def test_queue_handler_exits_within_three_timeouts(self) -> None:
-        took = self.exit_time("GlobusQueueHandler", 2000, "hang")
-        self.assertLess(took, 3 * self.timeout + 0.5)
+    def test_queue_handler_exits_within_about_one_timeout_from_a_hung_daemon(self) -> None:
+        took = self.exit_time("GlobusQueueHandler", 2000, "hang")  # the rest backed off
+        self.assertLess(took, 2 * self.timeout + 0.5)
 
-    def test_queue_handler_exits_within_three_timeouts_from_a_slow_daemon(self) -> None:
+    def test_queue_handler_drains_for_five_timeouts_then_stops(self) -> None:
         took = self.exit_time("GlobusQueueHandler", 2000, "ok", delay=0.01)  # 20 s to drain
-        self.assertLess(took, 3 * self.timeout + 0.5)
+        self.assertGreater(took, 5 * self.timeout - 0.2)  # it did drain, for that long
+        self.assertLess(took, 7 * self.timeout + 0.5)
 
 
 if __name__ == "__main__":

@@ -318,7 +318,7 @@ class QueuedTest(unittest.TestCase):
 
     def test_close_drains_within_its_deadline_and_the_rest_goes_to_the_fallback(self) -> None:
         daemon = self.daemon()
-        daemon.delay = 0.02  # alive but slow: 200 records would take 4 s
+        daemon.delay = 0.05  # alive but slow: 200 records would take 10 s
         fallback = ListHandler()
         handler = self.make(daemon, fallback=fallback)
         for i in range(200):
@@ -326,7 +326,7 @@ class QueuedTest(unittest.TestCase):
         start = time.monotonic()
         with contextlib.redirect_stderr(io.StringIO()):
             handler.close()
-        self.assertLess(time.monotonic() - start, 3 * self.timeout + 0.2)
+        self.assertLess(time.monotonic() - start, 7 * self.timeout + 0.2)
         target = handler.target
         delivered = {e.message for e in daemon.events if e.message.startswith("record")}
         self.assertTrue(wait_until(lambda: target.delivered == len(delivered)))

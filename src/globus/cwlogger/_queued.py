@@ -15,10 +15,12 @@ keeps a record from being lost on the way:
   after its ``worker_process_shutdown`` signal.  Each closes the handler,
   as ``logging.shutdown`` would.  A child that calls ``os._exit`` with none
   of these cannot be helped: ``children="sync"`` is for it.
-- ``close()`` has one deadline: the queue gets ``timeout`` seconds to drain
-  and the record being sent one more; what is left then goes to the
-  fallback, counted; then the target closes (one more timeout at most for
-  late replies).  So closing takes at most three times the timeout.
+- ``close()`` has one deadline: the queue gets five times the timeout to
+  drain (some 100000 records from a daemon that answers, with the default
+  timeout) and the record being sent one timeout more; what is left then
+  goes to the spool or the fallback, counted; then the target closes (one
+  more timeout at most for late replies).  So closing takes at most seven
+  times the timeout, and a hung daemon (backed off) much less.
 - the queue is bounded (``max_queue`` records): a record over the bound goes
   to the fallback, counted, instead of growing memory without end.
 """
@@ -57,6 +59,7 @@ DEFAULT_MAX_QUEUE = 100_000
 DEFAULT_SENDERS = 4
 
 _STOP = None  # tells a sender to stop, once what came before it is sent
+_DRAIN = 5  # timeouts close() gives the queue to drain
 _YIELD_EVERY = 511  # while this many records or more wait, a caller yields once per 32
 _YIELD_FOR = 1e-6  # seconds, as short as a sleep that gives the lock away
 
@@ -80,7 +83,7 @@ class GlobusQueueHandler(_Unlocked):
     that end with a bare ``os._exit``).  A logging call costs a format and
     a queue put.  :meth:`flush` waits for what is queued; :meth:`close`
     (which ``logging.shutdown`` calls at exit) delivers it, within at most
-    three times the timeout.
+    seven times the timeout.
     """
 
     #: The handler that does the sending; its counters tell what happened.
@@ -212,7 +215,7 @@ class GlobusQueueHandler(_Unlocked):
             closed, self._closed = self._closed, True
         if not closed:
             timeout = self.target.timeout
-            deadline = time.monotonic() + timeout
+            deadline = time.monotonic() + _DRAIN * timeout
             for _ in self._threads:
                 self._queue.put(_STOP)
             for thread in self._threads:
