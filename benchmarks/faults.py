@@ -2,7 +2,8 @@
 and how soon does delivery resume once the daemon is back?
 
     PYTHONPATH=src python benchmarks/faults.py [--json OUT] [--only FAULT,...]
-        [--loads 1,8,4p,fork,forkserver,pool] [--extra] [--keep DIR]
+        [--loads 1,8,4p,fork,forkserver,pool] [--spool first|all|none|only] [--extra]
+        [--keep DIR]
 
 Each row runs an independent daemon (``faultd.py``) in its own process, so
 it can really be killed, stopped and restarted, and logs a steady stream of
@@ -30,7 +31,20 @@ to a file, and the fallback is a counting handler, so each record is matched:
 - ``hangups``: clients that hung up before the daemon's reply (the real
   daemon logs a traceback for each).
 
-Exit status 1 when a record is lost or queued twice, a call took longer than
+The spool column runs a row again with ``spool=DIR`` (a fresh directory per
+row), under each fault's first load (``--spool all``: every load).  Once the
+stream stops, each logging process that is still open waits (at most
+DRAIN_LIMIT) until its replayer has sent what it spooled, then closes; what is
+still in the spool after that (a child that ended, a handler closed during
+the fault) is sent by ``python -m globus.cwlogger spool DIR --replay``, as
+the next process with that spool would, and counted as ``left``.  Then every
+record emitted must be in the daemon's events file: ``missing`` counts those
+that are not (in the fallback, or lost), ``twice`` the duplicates, which a
+spool allows (a record whose request went unanswered is spooled and sent
+again).
+
+Exit status 1 when a record is lost or queued twice (without a spool), or
+with a spool not in the daemon's events file at the end, a call took longer than
 the timeout plus 10%, delivery resumed more than a second after the daemon
 came back, the daemon was handed an empty message, a logging process died,
 or ``close()`` took longer than it promises.  ``--markdown`` prints only the
@@ -52,6 +66,7 @@ import multiprocessing.pool
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -68,7 +83,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
-from globus.cwlogger import GlobusQueueHandler, GlobusSocketHandler
+from globus.cwlogger import GlobusQueueHandler, GlobusSocketHandler, _replay
 
 HERE = Path(__file__).resolve().parent
 FAULTD = HERE / "faultd.py"
@@ -78,6 +93,10 @@ TIMEOUT = 0.25  # the handler's timeout: the most one logging call may block
 CALL_LIMIT = 1.10  # ... times this, or the row fails
 RESUME_LIMIT = 1.0  # seconds after the daemon is back
 PACE = 0.005  # seconds between two records of one thread or process
+#: Seconds a logging process waits, once its stream stopped, for its replayer
+#: to send what it spooled (at most 2,000 a second: 2.5 s of 8 threads' faults
+#: are about 4,000 records).
+DRAIN_LIMIT = 10.0
 
 MAX_MESSAGE_BYTES = 262118
 RID_SPAN = 1_000_000  # record id = worker * RID_SPAN + sequence number
@@ -92,6 +111,7 @@ STAMP_BASE_MS = (int(time.time()) - 12 * 3600) * 1000
 STAMP_SPAN = 10 * RID_SPAN
 EMPTY_PLACEHOLDER = "(empty log message)"  # what README.md says an empty one becomes
 SUMMARY = re.compile(r'^\{"type": "audit", "subtype": "cwlogger\.undelivered"')
+SPOOL_AUDIT = re.compile(r'^\{"type": "audit", "subtype": "cwlogger\.spool", "replayed": (\d+)')
 SENTINEL = "[sentinel]"
 HEAD = 300  # characters of each event the daemon keeps in its file
 
@@ -210,12 +230,17 @@ class StampEmpty(logging.Filter):
         return True
 
 
-def make_handler(kind: str, address: str, timeout: float, fallback: logging.Handler) -> Handler:
+def make_handler(
+    kind: str, address: str, timeout: float, fallback: logging.Handler, spool: str | None = None
+) -> Handler:
+    """The row's handler; ``spool``: its directory (None: none, whatever the
+    environment says)."""
     handler: Handler
+    directory = spool or "off"
     if kind == "queue":
-        handler = GlobusQueueHandler(address, timeout=timeout, fallback=fallback)
+        handler = GlobusQueueHandler(address, timeout=timeout, fallback=fallback, spool=directory)
     else:
-        handler = GlobusSocketHandler(address, timeout=timeout, fallback=fallback)
+        handler = GlobusSocketHandler(address, timeout=timeout, fallback=fallback, spool=directory)
     handler.setFormatter(logging.Formatter("%(message)s"))
     return handler
 
@@ -232,6 +257,20 @@ def make_logger(handler: Handler) -> logging.Logger:
 def sending(handler: Handler) -> GlobusSocketHandler:
     """The handler that does the sending (and keeps the counts)."""
     return handler.target if isinstance(handler, GlobusQueueHandler) else handler
+
+
+def drain(handler: Handler) -> float | None:
+    """Wait until the replayer of ``handler`` has sent what this process
+    spooled; the seconds that took, or None when DRAIN_LIMIT passed first."""
+    if isinstance(handler, GlobusQueueHandler):
+        handler.flush()
+    counts = sending(handler)
+    began = time.monotonic()
+    while counts.replayed < counts.spooled:
+        if time.monotonic() - began > DRAIN_LIMIT:
+            return None
+        time.sleep(0.01)
+    return round(time.monotonic() - began, 3)
 
 
 # -- the daemon ------------------------------------------------------------
@@ -640,6 +679,11 @@ class HandlerReport:
     truncated: int = 0
     fallback: list[int] = field(default_factory=list)
     stderr: str = ""
+    spooled: int = 0
+    replayed: int = 0
+    #: Seconds its replayer took to send what it spooled, once the stream
+    #: stopped (None: not within DRAIN_LIMIT; 0.0 without a spool).
+    drained: float | None = 0.0
 
 
 @dataclass(frozen=True)
@@ -783,6 +827,10 @@ class Run:
     #: The latest a thread that only sleeps woke up (threads: under gevent,
     #: a wait that does not yield to the hub stops every greenlet).
     stalled: float = 0.0
+    #: The spool's directory, or None.
+    spool: str | None = None
+    #: How long this process's replayer took to send what it spooled.
+    drained: float | None = 0.0
 
     @property
     def limit(self) -> float:
@@ -807,7 +855,16 @@ class Run:
             handler.truncated,
             self.fallback.recorded(),
             self.stderr.getvalue(),
+            handler.spooled,
+            handler.replayed,
+            self.drained,
         )
+
+    def drain(self) -> None:
+        """With a spool, wait for the replayer before closing (unless the
+        fault closed the handler already: its replayer is gone)."""
+        if self.spool is not None and not self.closes:
+            self.drained = drain(self.handler)
 
 
 def sleep_until(moment: float) -> None:
@@ -905,15 +962,19 @@ def _child(run: Run, worker: int, write_end: int) -> None:
         # Count only what this process does with its copy of the handler.
         handler = sending(run.handler)
         before = (handler.delivered, handler.undelivered, handler.truncated)
+        spooled, replayed = handler.spooled, handler.replayed
         run.fallback.rids.clear()
         run.stderr.seek(0)
         run.stderr.truncate()
         report = run.stream.work(worker)
+        run.drain()
         run.handler.close()
         own = run.handler_report()
         own.delivered -= before[0]
         own.undelivered -= before[1]
         own.truncated -= before[2]
+        own.spooled -= spooled
+        own.replayed -= replayed
         payload = {"worker": asdict(report), "handler": asdict(own)}
         with os.fdopen(write_end, "w") as pipe:
             json.dump(payload, pipe)
@@ -938,6 +999,7 @@ class ChildSpec:
     fallback: str  # the file a CountingFallback appends ids to
     records: int | None  # None: until the schedule stops
     burst: int
+    spool: str | None
 
 
 #: The parent's handler and logger, which fork children inherit.
@@ -953,7 +1015,8 @@ def mp_child(spec: ChildSpec, worker: int) -> dict[str, Any]:
     if logger is None:  # forkserver: a process of its own, and its own stderr
         sys.stderr = io.StringIO()  # the handler's warnings, as captured_stderr() keeps them
         fallback = CountingFallback(path=spec.fallback)
-        logger = make_logger(make_handler("queue", spec.address, spec.timeout, fallback))
+        handler = make_handler("queue", spec.address, spec.timeout, fallback, spec.spool)
+        logger = make_logger(handler)
         _INHERITED.update(logger=logger, fallback=fallback)
     fallback = _INHERITED["fallback"]
     stream = Stream(logger, spec.schedule, (), spec.timeout, fallback)
@@ -978,14 +1041,15 @@ def run_multiprocessing(run: Run) -> Outcome:
         if run.load.mp == "pool":
             spec = ChildSpec(
                 run.daemon.address, run.timeout, run.schedule, run.fallback.path,
-                TASK_RECORDS, BURST,
+                TASK_RECORDS, BURST, run.spool,
             )  # fmt: skip
             driver.start()
             workers = _pool(run, spec)
         else:
             spec = ChildSpec(
-                run.daemon.address, run.timeout, run.schedule, run.fallback.path, None, BURST
-            )
+                run.daemon.address, run.timeout, run.schedule, run.fallback.path, None, BURST,
+                run.spool,
+            )  # fmt: skip
             workers = _processes(run, spec, driver)
     finally:
         _INHERITED.clear()
@@ -1120,6 +1184,20 @@ class Row:
     stalled: float = 0.0
     #: The process runs under gevent: nothing may keep the hub from running.
     green: bool = False
+    #: With a spool (see the module's doc): records spooled and replayed by
+    #: the logging processes (their counters), left in the spool after them
+    #: (sent by ``spool --replay``), and emitted but not in the daemon's
+    #: events file at the end; audit events of replays and what they count.
+    spool: bool = False
+    spooled: int = 0
+    replayed: int = 0
+    left: int = 0
+    missing: int = 0
+    audits: int = 0
+    audit_replayed: int = 0
+    #: The longest a logging process waited for its replayer (None: longer
+    #: than DRAIN_LIMIT).
+    drained: float | None = 0.0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -1137,22 +1215,22 @@ def captured_stderr() -> Iterator[io.StringIO]:
         sys.stderr = saved
 
 
-def run_row(fault: Fault, load: Load, timeout: float, keep: Path | None = None) -> Row:
-    """Run one fault under one load, clean up every process, measure (in a
-    process of its own, set up first, if the fault has a prelude)."""
+def run_row(
+    fault: Fault, load: Load, timeout: float, keep: Path | None = None, spool: bool = False
+) -> Row:
+    """Run one fault under one load (with a spool, if ``spool``), clean up
+    every process, measure (in a process of its own, set up first, if the
+    fault has a prelude)."""
     if fault.prelude:
-        return run_isolated(fault, load, timeout, keep)
+        return run_isolated(fault, load, timeout, keep, spool)
     began = time.monotonic()
     with contextlib.ExitStack() as stack:
         # A row that hangs (a deadlock in the handler) ends the matrix, with
         # every thread's traceback, rather than hang it.
-        faulthandler.dump_traceback_later(budget(fault), exit=True)
+        faulthandler.dump_traceback_later(budget(fault, spool), exit=True)
         stack.callback(faulthandler.cancel_dump_traceback_later)
-        if keep is None:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cwl-faults-")))
-        else:
-            workdir = keep / f"{fault.name}-{load.name}".replace(" ", "_").replace("+", "_")
-            workdir.mkdir(parents=True, exist_ok=True)
+        workdir = row_directory(stack, f"{fault.name}-{load.name}", keep, spool)
+        directory = str(workdir / "spool") if spool else None
         if fault.path:
             address = f"/tmp/globus-cwlogger-faults-{uuid.uuid4().hex}.sock"
             stack.callback(_unlink, address)
@@ -1170,7 +1248,7 @@ def run_row(fault: Fault, load: Load, timeout: float, keep: Path | None = None) 
         if path is not None:
             _unlink(path)
         fallback = CountingFallback(fault.fallback_delay, path)
-        handler = make_handler(fault.handler, address, timeout, fallback)
+        handler = make_handler(fault.handler, address, timeout, fallback, directory)
         stack.callback(handler.close)
         logger = make_logger(handler)
         stderr = stack.enter_context(captured_stderr())
@@ -1185,6 +1263,7 @@ def run_row(fault: Fault, load: Load, timeout: float, keep: Path | None = None) 
             logger,
             stderr,
             Schedule.for_fault(fault, lead),
+            spool=directory,
         )
         stack.callback(_reap, run.children)
 
@@ -1195,19 +1274,66 @@ def run_row(fault: Fault, load: Load, timeout: float, keep: Path | None = None) 
         else:
             go = run_threads
         workers, handlers, back = go(run)
+        run.drain()
         handler.close()
         handlers.append(run.handler_report())
+        left = replay_left(run) if directory is not None else (0, 0)
         try:
             request(address, SENTINEL)  # once answered, all queued before it are served
         except OSError as error:
             run.notes.append(f"sentinel failed: {error!r}")
         daemon.stop()
-        row = analyse(run, back, workers, handlers)
+        row = analyse(run, back, workers, handlers, left)
     row.seconds = round(time.monotonic() - began, 2)
     return row
 
 
-def run_isolated(fault: Fault, load: Load, timeout: float, keep: Path | None) -> Row:
+def row_directory(
+    stack: contextlib.ExitStack[bool | None], name: str, keep: Path | None, spool: bool
+) -> Path:
+    """Where a row's daemon keeps its files (and its spool is): a temporary
+    directory, or one under ``keep``, with no spool left from an earlier run."""
+    if keep is None:
+        return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cwl-faults-")))
+    name += "-spool" if spool else ""
+    workdir = keep / name.replace(" ", "_").replace("+", "_")
+    workdir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(workdir / "spool")
+    return workdir
+
+
+def replay_left(run: Run) -> tuple[int, int]:
+    """What the logging processes left in the spool, sent as the next
+    process with that spool would (by the command line, here); how many
+    records were left, and how many of them it replayed."""
+    assert run.spool is not None
+    left = _replay.describe(run.spool)["records"]
+    if not left:
+        return 0, 0
+    address = run.daemon.address
+    shown = "@" + address[1:] if address.startswith("\0") else address
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "globus.cwlogger", "spool", run.spool, "--replay"),
+            *("--address", shown, "--timeout", str(run.timeout)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60 + left / 1000,  # paced at 2,000 a second
+        check=False,
+    )
+    shown_lines = " / ".join(done.stdout.splitlines())
+    run.notes.append(f"spool --replay (exit status {done.returncode}): {shown_lines}")
+    if done.stderr:
+        run.notes.append(f"spool --replay said on stderr: {done.stderr[-300:]!r}")
+    replayed = re.match(r"replayed (\d+) record", done.stdout)
+    return left, int(replayed.group(1)) if replayed else 0
+
+
+def run_isolated(
+    fault: Fault, load: Load, timeout: float, keep: Path | None, spool: bool = False
+) -> Row:
     """The row in a fresh interpreter that runs PRELUDES[fault.prelude]
     first, then this script with --child-row; its row comes back as JSON.
     A process that dies (of SIGPIPE, say) is a failed row."""
@@ -1222,19 +1348,23 @@ def run_isolated(fault: Fault, load: Load, timeout: float, keep: Path | None) ->
     command += [fault.name, "--loads", load.key, "--timeout", str(timeout)]
     if keep is not None:
         command += ["--keep", str(keep)]
+    if spool:
+        command += ["--child-spool"]
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=budget(fault) + 30, check=False
+            command, capture_output=True, text=True, timeout=budget(fault, spool) + 30, check=False
         )
     except subprocess.TimeoutExpired as expired:
-        row = Row(fault.name, load.name, fault.handler, seconds=round(time.monotonic() - began, 2))
+        row = Row(fault.name, load.name, fault.handler, spool=spool)
+        row.seconds = round(time.monotonic() - began, 2)
         row.failures.append("the logging process hung")
         row.notes.append(f"its stderr ends: {str(expired.stderr)[-600:]!r}")
         return row
     lines = [line for line in done.stdout.splitlines() if line.startswith("ROW ")]
     if done.returncode == 0 and lines:
         return Row(**json.loads(lines[-1][4:]))
-    row = Row(fault.name, load.name, fault.handler, seconds=round(time.monotonic() - began, 2))
+    row = Row(fault.name, load.name, fault.handler, spool=spool)
+    row.seconds = round(time.monotonic() - began, 2)
     missing = re.search(r"No module named '(\w+)'", done.stderr)
     if missing:
         row.notes.append(f"{missing.group(1)} is not installed where this runs: install it")
@@ -1247,9 +1377,10 @@ def run_isolated(fault: Fault, load: Load, timeout: float, keep: Path | None) ->
     return row
 
 
-def budget(fault: Fault) -> float:
-    """Seconds a row may take at most, its processes' start and end included."""
-    return fault.before + fault.during + fault.after + 60
+def budget(fault: Fault, spool: bool = False) -> float:
+    """Seconds a row may take at most, its processes' start and end included
+    (with a spool: waiting for replayers, and the command line's replay)."""
+    return fault.before + fault.during + fault.after + 60 + (2 * DRAIN_LIMIT + 60) * spool
 
 
 def _unlink(path: str) -> None:
@@ -1282,6 +1413,9 @@ class Tally:
     summaries: int = 0
     summarised: int = 0
     altered: int = 0
+    #: Replays' audit events, and the records they say were replayed.
+    audits: int = 0
+    audit_replayed: int = 0
 
 
 def tally(run: Run, back: float | None, kinds: dict[int, str], fallback: set[int]) -> Tally:
@@ -1296,6 +1430,10 @@ def tally(run: Run, back: float | None, kinds: dict[int, str], fallback: set[int
         elif SUMMARY.match(message):
             result.summaries += 1
             result.summarised += int(json.loads(message)["undelivered"])
+            continue
+        elif audit := SPOOL_AUDIT.match(message):  # its head only (HEAD): the first field
+            result.audits += 1
+            result.audit_replayed += int(audit.group(1))
             continue
         elif (
             message == EMPTY_PLACEHOLDER
@@ -1319,7 +1457,11 @@ def tally(run: Run, back: float | None, kinds: dict[int, str], fallback: set[int
 
 
 def analyse(
-    run: Run, back: float | None, workers: list[WorkerReport], handlers: list[HandlerReport]
+    run: Run,
+    back: float | None,
+    workers: list[WorkerReport],
+    handlers: list[HandlerReport],
+    left: tuple[int, int] = (0, 0),
 ) -> Row:
     kinds = {rid: kind for w in workers for rid, kind in w.special}
     emitted = {w.worker * RID_SPAN + n for w in workers for n in range(w.emitted)}
@@ -1364,6 +1506,16 @@ def analyse(
         exit=max(run.exits) if run.exits else None,
         stalled=round(run.stalled, 4),
         green=patched_by_gevent(),
+        spool=run.spool is not None,
+        spooled=sum(h.spooled for h in handlers),
+        replayed=sum(h.replayed for h in handlers),
+        left=left[0],
+        missing=len(emitted - acked) if run.spool is not None else 0,
+        audits=events.audits,
+        audit_replayed=events.audit_replayed,
+        drained=None
+        if None in [h.drained for h in handlers]
+        else max(h.drained or 0 for h in handlers),
         notes=run.notes,
     )
     during = {w.worker * RID_SPAN + n for w in workers for n in range(*w.during)}
@@ -1387,7 +1539,10 @@ def analyse(
     if len(fallback_list) != len(fallback):
         row.notes.append(f"{len(fallback_list) - len(fallback)} records in the fallback twice")
     if not run.load.mp:  # a multiprocessing child's counters end with it
-        check_counts(row, len(acked - fallback), len(fallback_list))
+        check_counts(row, len(acked - fallback), len(fallback_list), left[1])
+    elif row.spool:  # so the daemon's audit events say what the children replayed
+        row.replayed = row.audit_replayed - left[1]
+        row.notes.append("replayed: from the audit events (a child's counters end with it)")
     if row.logging_errors:
         row.notes.append(f"logging errors on stderr: {stderr[-300:]!r}")
     describe(row)
@@ -1420,6 +1575,13 @@ def describe(row: Row) -> None:
         row.notes.append(f"children ended at most {row.exit:.3f} s after their last record")
     if row.green:
         row.notes.append(f"a greenlet that only sleeps woke at most {row.stalled:.3f} s late")
+    if row.spool:
+        waited = "more than DRAIN_LIMIT" if row.drained is None else f"{row.drained:.3f} s"
+        row.notes.append(
+            f"spool: {row.spooled} spooled, {row.replayed} replayed by the logging processes "
+            f"(their replayers took {waited} once the stream stopped), {row.left} left for "
+            f"spool --replay; {row.twice} duplicates; {row.audits} audit events"
+        )
 
 
 def patched_by_gevent() -> bool:
@@ -1427,10 +1589,22 @@ def patched_by_gevent() -> bool:
     return monkey is not None and bool(monkey.is_module_patched("threading"))
 
 
-def check_counts(row: Row, genuine: int, handed: int) -> None:
+def check_counts(row: Row, genuine: int, handed: int, replayed_later: int = 0) -> None:
     """Notes where the handler's counters and summaries disagree with what
-    the daemon and the fallback got."""
-    if row.handler_delivered != genuine:
+    the daemon and the fallback got (with a spool, the daemon also has what
+    was replayed: then the replays' own counts)."""
+    if row.spool:
+        if row.audit_replayed != row.replayed + replayed_later:
+            row.notes.append(
+                f"audit events report {row.audit_replayed} replayed records in {row.audits} "
+                f"events; the handlers replayed {row.replayed}, spool --replay {replayed_later}"
+            )
+        if row.spooled != row.replayed + replayed_later:
+            row.notes.append(
+                f"handlers counted spooled={row.spooled}; replayed: {row.replayed} by them, "
+                f"{replayed_later} by spool --replay"
+            )
+    elif row.handler_delivered != genuine:
         row.notes.append(
             f"handler counted delivered={row.handler_delivered}; the daemon has {genuine} "
             f"records that are not also in the fallback"
@@ -1452,12 +1626,23 @@ def close_limit(handler: str, limit: float) -> float:
     return 3 * limit if handler == "queue" else limit
 
 
-def judge(row: Row, back: float | None, over_limit: int, limit: float) -> None:
-    """Record why the row fails, if it does."""
+def judge_records(row: Row) -> None:
+    """Lost or queued twice (without a spool); with a spool, not in the
+    daemon's log at the end (duplicates are allowed: counted)."""
     if row.lost:
         row.failures.append(f"{row.lost} records lost")
-    if row.twice:
+    if row.twice and not row.spool:
         row.failures.append(f"{row.twice} records queued twice")
+    if row.missing:
+        row.failures.append(
+            f"{row.missing} records not in the daemon's log at the end "
+            f"({row.missing - row.lost} of them in the fallback)"
+        )
+
+
+def judge(row: Row, back: float | None, over_limit: int, limit: float) -> None:
+    """Record why the row fails, if it does."""
+    judge_records(row)
     if row.slowest > limit:
         row.failures.append(f"{over_limit} calls over {limit:.3f} s (slowest {row.slowest:.3f} s)")
     if back is not None and row.resume is None:
@@ -1497,6 +1682,9 @@ COLUMNS = (
     ("blocked", 7),
     ("resume", 7),
     ("hangups", 7),
+    ("replay", 6),
+    ("left", 5),
+    ("missing", 7),
     ("result", 6),
 )
 
@@ -1518,6 +1706,7 @@ def format_row(row: Row) -> str:
         row.blocked,
         resume,
         row.hangups,
+        *((row.replayed, row.left, row.missing) if row.spool else ("-", "-", "-")),
         "FAIL" if row.failures else "ok",
     )
     return "  ".join(
@@ -1533,9 +1722,9 @@ def header() -> str:
 
 
 def cells(fault: Fault, mine: list[Row]) -> tuple[str, str, str, str]:
-    """The README's four cells for one fault: the worst case over its
-    loads, counts summed over them; the words from the fault, the numbers
-    from the rows."""
+    """The README's first four cells for one fault (its rows without a
+    spool): the worst case over its loads, counts summed over them; the
+    words from the fault, the numbers from the rows."""
     first = mine[0]
     during = sum(r.during for r in mine) or 1
     shares = [
@@ -1586,6 +1775,31 @@ def cells(fault: Fault, mine: list[Row]) -> tuple[str, str, str, str]:
     return state, call, ends, back
 
 
+def spool_cell(fault: Fault, mine: list[Row]) -> str:
+    """The README's spool column for one fault: its rows with a spool."""
+    if not mine:
+        return "not run"
+    loads = ", ".join(r.load for r in mine)
+    emitted, missing = sum(r.emitted for r in mine), sum(r.missing for r in mine)
+    replayed, left = sum(r.replayed for r in mine), sum(r.left for r in mine)
+    if missing:
+        text = f"**{missing} of {emitted} not in the daemon's log** ("
+        text += (
+            f"{sum(r.fallback for r in mine)} in the fallback, lost {sum(r.lost for r in mine)})"
+        )
+    else:
+        text = f"all {emitted} in the daemon's log"
+    if replayed or left:
+        text += f"; {replayed} replayed by the logging processes"
+    if left:
+        text += f", {left} left for the next one (sent by `spool --replay`)"
+    text += f"; duplicates {sum(r.twice for r in mine)}"
+    failures = [f for r in mine for f in r.failures]
+    if failures:
+        text += "; **FAILED**: " + "; ".join(failures)
+    return f"{loads}: {text}"
+
+
 def percent(share: float) -> str:
     if share < 0.001:
         return "under 0.1%"
@@ -1595,13 +1809,16 @@ def percent(share: float) -> str:
 def readme_table(rows: list[Row], faults: Sequence[Fault]) -> str:
     """The README's table, from the rows."""
     lines = [
-        "| the daemon is ... | a logging call | the record ends up | delivery resumes |",
-        "| --- | --- | --- | --- |",
+        "| the daemon is ... | a logging call | the record ends up | delivery resumes "
+        "| with a spool |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for fault in faults:
-        mine = [row for row in rows if row.fault == fault.name]
+        mine = [row for row in rows if row.fault == fault.name and not row.spool]
+        spooled = [row for row in rows if row.fault == fault.name and row.spool]
         if mine:
-            lines.append("| {} | {} | {} | {} |".format(*cells(fault, mine)))
+            cell = spool_cell(fault, spooled)
+            lines.append("| {} | {} | {} | {} | {} |".format(*cells(fault, mine), cell))
     return "\n".join(lines)
 
 
@@ -1623,7 +1840,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--extra", action="store_true", help="also run the extra faults")
     parser.add_argument("--keep", type=Path, help="keep each daemon's files under this directory")
     parser.add_argument("--markdown", type=Path, help="print the README table of this JSON, only")
+    parser.add_argument(
+        "--spool",
+        choices=("first", "all", "none", "only"),
+        default="first",
+        help="run each fault again with a spool under its first load (default), every "
+        "load, none; or only those rows",
+    )
     parser.add_argument("--child-row", help=argparse.SUPPRESS)  # see run_isolated
+    parser.add_argument("--child-spool", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.markdown is not None:
         result = json.loads(args.markdown.read_text(encoding="utf-8"))
@@ -1634,7 +1859,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child_row is not None:  # one row, here: the prelude has run
         fault = find_fault(args.child_row)
         (load,) = (ld for ld in LOADS if wanted and ld.key == wanted[0])
-        row = run_row(replace_prelude(fault), load, args.timeout, args.keep)
+        row = run_row(replace_prelude(fault), load, args.timeout, args.keep, args.child_spool)
         print("ROW " + json.dumps(asdict(row)), flush=True)
         return 0
     # On SIGTERM, unwind (and so stop every daemon and child) as on Ctrl-C.
@@ -1644,22 +1869,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     began = time.monotonic()
     print(f"handler timeout {args.timeout} s, one record every {PACE * 1000:.0f} ms per worker")
+    print("with a spool: replay, left and missing (see the module's doc); else -")
     print(header(), flush=True)
     rows: list[Row] = []
     for fault in faults:
-        for load in LOADS:
-            if load.key in fault.loads and (wanted is None or load.key in wanted):
-                row = run_row(fault, load, args.timeout, args.keep)
-                rows.append(row)
-                print(format_row(row), flush=True)
+        loads = [
+            ld for ld in LOADS if ld.key in fault.loads and (wanted is None or ld.key in wanted)
+        ]
+        runs = [(load, False) for load in loads] if args.spool != "only" else []
+        spooled = {"first": loads[:1], "only": loads[:1], "all": loads, "none": []}[args.spool]
+        for load, spool in runs + [(load, True) for load in spooled]:
+            row = run_row(fault, load, args.timeout, args.keep, spool)
+            rows.append(row)
+            print(format_row(row), flush=True)
     elapsed = time.monotonic() - began
 
     print(f"\n{len(rows)} rows in {elapsed:.0f} s")
     for row in rows:
+        name = f"{row.fault} / {row.load}{' / spool' if row.spool else ''}"
         for note in row.notes:
-            print(f"  note  {row.fault} / {row.load}: {note}")
+            print(f"  note  {name}: {note}")
         for failure in row.failures:
-            print(f"  FAIL  {row.fault} / {row.load}: {failure}")
+            print(f"  FAIL  {name}: {failure}")
     print(f"\n{readme_table(rows, faults)}\n")
     result = {
         "timeout": args.timeout,
