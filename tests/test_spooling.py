@@ -9,6 +9,7 @@ import logging
 import logging.config
 import os
 import pathlib
+import time
 import unittest
 from contextlib import redirect_stderr
 from unittest import mock
@@ -81,6 +82,29 @@ class SpoolingTest(unittest.TestCase):
         self.assertTrue(kept.message.endswith("bytes cut]"))  # cut once, when first sent
         self.assertEqual(kept.timestamp, int(created * 1000))
         self.assertEqual(handler.truncated, 1)
+
+    def test_a_record_after_close_is_spooled_too(self) -> None:
+        handler = self.make()
+        handler.close()
+        with redirect_stderr(io.StringIO()):
+            handler.handle(logging.makeLogRecord({"msg": "from an exit hook"}))
+        self.assertEqual((handler.spooled, handler.undelivered), (1, 0))
+        self.assertEqual(self.fallback.records, [])
+
+    def test_a_replay_that_gets_no_reply_in_time_is_held_not_hung_up_on(self) -> None:
+        handler = self.make(timeout=0.3)
+        with redirect_stderr(io.StringIO()):
+            handler.handle(logging.makeLogRecord({"msg": "spooled"}))
+        with LocalDaemon(self.address) as daemon:
+            daemon.delay = 0.5  # each reply after the timeout
+            with redirect_stderr(io.StringIO()):
+                handler.handle(logging.makeLogRecord({"msg": "late"}))  # wakes the replay
+                self.assertTrue(wait_until(lambda: len(daemon.events) >= 2))
+                time.sleep(0.6)  # the replayed record's late reply
+                daemon.delay = 0.0
+                handler.retryTime = None
+                handler.handle(logging.makeLogRecord({"msg": "reads the late replies"}))
+            self.assertEqual(daemon.hangups, 0)
 
     def test_a_full_spool_sends_to_the_fallback_and_counts(self) -> None:
         handler = GlobusSocketHandler(

@@ -122,7 +122,7 @@ class UsageTest(unittest.TestCase):
 class LazyDefaultTest(unittest.TestCase):
     def test_import_builds_nothing_then_sixteen_threads_get_one_handler(self) -> None:
         code = textwrap.dedent("""\
-            import logging, os, sys, threading, time
+            import logging, logging.handlers, os, sys, threading, time  # they bring struct
             fds = sorted(os.listdir("/proc/self/fd"))
             handlers = len(logging._handlerList)
             before = set(sys.modules)

@@ -244,8 +244,11 @@ class GlobusSocketHandler(_Unlocked, logging.handlers.SocketHandler):
         return 0 if self._replayer is None else self._replayer.replayed
 
     def _round_trip(self, request: bytes) -> protocol.Reply:
-        """One request on its own connection: the spool's replayer sends so."""
-        return _connect.round_trip(self.addresses, request, self.timeout, self.daemon_uid)
+        """One request on its own connection, as the spool's replayer sends:
+        like a record's, held open for a late reply."""
+        deadline = time.monotonic() + self.timeout
+        sock = _connect.connect(self.addresses, deadline, self.daemon_uid)
+        return protocol.decode_reply(self._exchange(sock, request, deadline))
 
     @property
     def address(self) -> str:
@@ -432,29 +435,45 @@ class GlobusSocketHandler(_Unlocked, logging.handlers.SocketHandler):
             f'"last": "{iso_ms(summary.last)}", "pid": {os.getpid()}}}'
         )
         request, _ = protocol.encode_event(event, int(time.time() * 1000))
-        delivered = False
         try:
             if sock is None:
                 sock = _connect.connect(self.addresses, deadline, self.daemon_uid)
-            reply = _connect.exchange(sock, request, deadline - time.monotonic())
+            reply = self._exchange(sock, request, deadline, summary)
         except OSError as error:
-            if sock is not None and _connect.is_timeout(error):
-                self._hold(sock, summary)  # settled by its late reply
-                raise
-            if sock is not None:
-                sock.close()
+            if _connect.is_timeout(error):
+                raise  # held: settled by its late reply
             self._settle(summary, delivered=False)
             if isinstance(error, ConnectionResetError):
                 return  # the daemon hung up on it: try the record anyway
             raise
         except BaseException:
-            if sock is not None:
-                sock.close()
             self._settle(summary, delivered=False)
             raise
+        self._settle(summary, delivered=reply.startswith(_OK))
+
+    def _exchange(
+        self,
+        sock: _socket.socket,
+        request: bytes,
+        deadline: float,
+        summary: Summary | None = None,
+    ) -> bytes:
+        """The reply to ``request`` on ``sock``, which is then closed; or, when
+        there is no reply in time, held open for a late one (so that the
+        daemon never sees a client leave before its reply)."""
+        try:
+            reply = _connect.exchange(sock, request, deadline - time.monotonic())
+        except OSError as error:
+            if _connect.is_timeout(error):
+                self._hold(sock, summary)
+            else:
+                sock.close()
+            raise
+        except BaseException:
+            sock.close()
+            raise
         sock.close()
-        delivered = reply.startswith(_OK)
-        self._settle(summary, delivered=delivered)
+        return reply
 
     def _settle(self, summary: Summary, *, delivered: bool) -> None:
         with self._lock:

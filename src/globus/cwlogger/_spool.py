@@ -283,6 +283,8 @@ class Spool:
                 if self._writing:  # a signal handler that logs, mid-write
                     self.failed += 1
                     return False
+                if self._closed:  # a record after close(): kept all the same
+                    self._reopen()
                 self._writing = True
                 try:
                     return self._append(data)
@@ -293,10 +295,15 @@ class Spool:
                 self.failed += 1
             return False
 
+    def _reopen(self) -> None:
+        """Open again after close(), for a record that came after it (from an
+        exit hook, say): a new segment, and a sync thread of its own."""
+        self._closed = False
+        self._stop = threading.Event()
+        self._thread = None
+        _LIVE.add(self)
+
     def _append(self, data: bytes) -> bool:
-        if self._closed:
-            self.failed += 1
-            return False
         if self._used + self._written + len(data) > self.max_bytes:
             self.dropped += 1
             return False
@@ -440,8 +447,9 @@ class Spool:
         self._drops_written = (dropped, reported)
 
     def close(self) -> None:
-        """Sync and close this process's segment; :meth:`append` then refuses.
-        What it holds stays for a replayer; closing twice is harmless."""
+        """Sync and close this process's segment (a later :meth:`append`
+        opens a new one).  What it holds stays for a replayer; closing twice
+        is harmless."""
         if self._pid != os.getpid():
             self.after_fork_in_child()
         with self._lock:
