@@ -363,6 +363,27 @@ replayer.replay_now()
         small.close()  # all its drops reported: it leaves no note of them
         self.assertEqual([n for n in os.listdir(self.directory) if n.endswith(".drops")], [])
 
+    def test_an_audit_event_the_daemon_refuses_is_sent_with_the_next_pass(self) -> None:
+        done = self.run_child(spool_in_child(self.directory, ["x"] * 3, "kill", max_bytes=10))
+        self.assertEqual(done.returncode, -signal.SIGKILL, done.stderr)
+        dead_segment(self.directory, [request("replayed")])
+        send, refusals = sender(self.daemon.address), []
+
+        def refuse_the_first_audit(data: bytes) -> protocol.Reply:
+            if data.startswith(b'{"message": "{\\"type\\": \\"audit\\"') and not refusals:
+                refusals.append(data)
+                return protocol.Error("Exception('too many events in queue')")
+            return send(data)
+
+        replayer = self.replayer(send=refuse_the_first_audit)
+        self.assertEqual(replayer.replay_now(), "unanswered")  # not done: its report waits
+        self.assertEqual(len(refusals), 1)
+        self.assertTrue([n for n in os.listdir(self.directory) if n.endswith(".drops")])
+        self.assertEqual(replayer.replay_now(), "done")
+        (audit,) = self.audits(2)
+        self.assertEqual((audit["replayed"], audit["dropped"]), (1, 3))  # counted once each
+        self.assertEqual([n for n in os.listdir(self.directory) if n.endswith(".drops")], [])
+
     def test_own_drops_are_reported_once_after_close(self) -> None:
         small = Spool(self.directory, max_bytes=1)
         self.assertFalse(small.append(request("dropped")))

@@ -246,10 +246,10 @@ class Replayer:
                 if result != DONE:
                     outcome = result
                     break
-            self._collect_drops()
+            gone = self._collect_drops()
             self._clean()
-            if any(any(counts) for counts in self._report.values()):
-                self._audit()
+            if any(any(counts) for counts in self._report.values()) and not self._audit(gone):
+                return outcome if outcome != DONE else UNANSWERED  # its counts: the next pass
             return outcome
         finally:
             with FORK_LOCK:
@@ -420,8 +420,11 @@ class Replayer:
         counts[_QUARANTINED] += 1
         self.quarantined += 1
 
-    def _collect_drops(self) -> None:
-        """Records dropped at the bound: this process's, and dead ones'."""
+    def _collect_drops(self) -> dict[str, tuple[tuple[int, str], int]]:
+        """Records dropped at the bound: this process's, and dead ones' (their
+        files, read but left until the audit event that reports them is
+        acknowledged: the path, whose they were, how many)."""
+        gone: dict[str, tuple[tuple[int, str], int]] = {}
         own = self.spool.drops()
         if own:
             key = (os.getpid(), self.spool.token)
@@ -437,11 +440,12 @@ class Replayer:
                     continue  # alive: its own replayer reports them
                 try:
                     dropped, reported = _drops(os.pread(fd, 64, 0))
-                    os.unlink(path)
                 finally:
                     os.close(fd)
             key = (int(pid), token)
             self._report.setdefault(key, [0] * len(_FIELDS))[_DROPPED] += dropped - reported
+            gone[path] = (key, dropped - reported)
+        return gone
 
     def _clean(self) -> None:
         """Remove debris: a segment that a killed writer had not named yet,
@@ -461,9 +465,10 @@ class Replayer:
                             os.unlink(path)
                             os.close(fd)
 
-    def _audit(self) -> None:
-        """One event saying what was replayed; kept for the next pass when
-        the daemon does not acknowledge it."""
+    def _audit(self, gone: dict[str, tuple[tuple[int, str], int]]) -> bool:
+        """One event saying what was replayed, and whether the daemon
+        acknowledged it; if not, its counts wait for the next pass (the dead
+        processes' drops are read again from their files then)."""
         processes = [
             {"pid": pid, **dict(zip(_FIELDS, counts))}
             for (pid, _), counts in sorted(self._report.items())
@@ -485,14 +490,21 @@ class Replayer:
         try:
             reply = self._send(request)
         except Exception:
-            return
-        if isinstance(reply, protocol.Ok):
-            own = self._report.get((os.getpid(), self.spool.token))
-            if own is not None:
-                self.spool.reported(own[_DROPPED])
-            self.dropped += total["dropped"]
-            self.audits += 1
-            self._report, self._span = {}, None
+            reply = None
+        if not isinstance(reply, protocol.Ok):
+            for key, dropped in gone.values():  # still in their files
+                self._report[key][_DROPPED] -= dropped
+            return False
+        for path in gone:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        own = self._report.get((os.getpid(), self.spool.token))
+        if own is not None:
+            self.spool.reported(own[_DROPPED])
+        self.dropped += total["dropped"]
+        self.audits += 1
+        self._report, self._span = {}, None
+        return True
 
 
 def _drops(line: bytes) -> tuple[int, int]:
