@@ -630,7 +630,7 @@ class HungDaemonTest(DaemonTestCase):
             self.log.info("hung 2")
         self.handler.retryStart = 30.0  # far off: only the late reply can end it
         self.daemon.behaviour = "ok"  # answers the request it held
-        self.assertTrue(wait_until(lambda: len(self.daemon.events) == 1))
+        self.daemon.wait_for(1, strict=True)  # and its reply sent
         self.log.info("resumed")
         messages = [e.message for e in self.daemon.wait_for(3)]
         self.assertEqual(messages[0], "hung 1")  # acknowledged late: also in the fallback
@@ -653,7 +653,7 @@ class HungDaemonTest(DaemonTestCase):
             self.assertEqual(summary_of(message_of(daemon.requests[0]))["undelivered"], 2)
             self.assertIn(b"hung B", daemon.requests[1])
             daemon.behaviour = "ok"  # answers both
-            self.assertTrue(wait_until(lambda: len(daemon.events) == 2))
+            daemon.wait_for(2, strict=True)
             self.log.info("resumed")
             messages = [e.message for e in daemon.wait_for(4)]
         self.assertEqual(summary_of(messages[2])["undelivered"], 2)  # hung A and hung B only
@@ -685,7 +685,7 @@ class HungDaemonTest(DaemonTestCase):
         _, status = os.waitpid(pid, 0)
         self.assertEqual(os.waitstatus_to_exitcode(status), 0)
         self.daemon.behaviour = "ok"
-        self.assertTrue(wait_until(lambda: len(self.daemon.events) == 1))
+        self.daemon.wait_for(1, strict=True)  # and its reply sent
         self.assertEqual(len(self.handler._held), 1)
         self.handler.retryTime = None
         self.log.info("resumed")
