@@ -13,6 +13,7 @@ import threading
 import time
 import unittest
 import uuid
+import warnings
 from typing import Callable
 
 from globus.cwlogger import ENV_ADDRESS, GlobusSocketHandler
@@ -79,7 +80,7 @@ def summary_of(message: str) -> dict[str, object]:
     return body
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> bool:
+def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> bool:
     """Poll ``condition`` until it holds or ``timeout`` passes; whether it held."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -105,6 +106,16 @@ def run_python(
         timeout=timeout,
         check=False,
     )
+
+
+def fork() -> int:
+    """``os.fork()`` while threads run (a stand-in daemon's, the handler's):
+    what a service that forks workers does.  Python warns of it from 3.12,
+    and 3.15 raises the warning under ``-W error``; these children only log
+    and leave through ``os._exit``."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"This process .* is multi-threaded", DeprecationWarning)
+        return os.fork()
 
 
 def temporary_directory(test: unittest.TestCase) -> str:

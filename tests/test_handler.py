@@ -26,6 +26,7 @@ from .support import (
     DaemonTestCase,
     PathAddress,
     answered_once,
+    fork,
     message_of,
     summary_of,
     temporary_directory,
@@ -117,7 +118,7 @@ class DeliveryTest(DaemonTestCase):
 
     def test_works_in_a_child_after_fork_with_its_own_counts(self) -> None:
         self.log.info("parent before")
-        pid = os.fork()
+        pid = fork()
         if pid == 0:  # the child: report through its exit status only
             status = 1
             try:
@@ -679,7 +680,7 @@ class HungDaemonTest(DaemonTestCase):
     def test_a_forked_child_leaves_the_parents_held_requests_to_the_parent(self) -> None:
         with quiet():
             self.log.info("held by the parent")
-        pid = os.fork()
+        pid = fork()
         if pid == 0:
             os._exit(0 if self.handler._held == [] and self.counts() == (0, 0) else 1)
         _, status = os.waitpid(pid, 0)
@@ -961,7 +962,7 @@ class ListenerCredentialsTest(DaemonTestCase):
         address = unique_address()
         ready_r, ready_w = os.pipe()
         report_r, report_w = os.pipe()
-        pid = os.fork()
+        pid = fork()
         if pid == 0:  # the impostor: binds the name first, as nobody
             status = 1
             try:

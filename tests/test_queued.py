@@ -20,7 +20,7 @@ from unittest import mock
 from globus.cwlogger import GlobusQueueHandler, GlobusSocketHandler
 from globus.cwlogger.testing import LocalDaemon
 
-from .support import ListHandler, run_python, unique_address, wait_until
+from .support import ListHandler, fork, run_python, unique_address, wait_until
 
 EXIT_AT_ONCE = """\
 import logging
@@ -366,11 +366,11 @@ class QueuedTest(unittest.TestCase):
     def test_the_queue_is_bounded_and_what_does_not_fit_is_counted(self) -> None:
         daemon = self.daemon(behaviour="stall")
         fallback = ListHandler()
-        handler = self.make(daemon, timeout=5, max_queue=10, fallback=fallback)
+        handler = self.make(daemon, timeout=5, max_queue=10, fallback=fallback, senders=1)
         with contextlib.redirect_stderr(io.StringIO()) as stderr:
             for i in range(30):
                 handler.handle(logging.makeLogRecord({"msg": f"record {i}"}))
-        # One is being sent; ten wait; the rest did not fit.
+        # One is being sent (or not taken yet); ten wait; the rest did not fit.
         self.assertTrue(wait_until(lambda: handler.target.undelivered >= 19))
         self.assertIn(len(fallback.records), (19, 20))
         self.assertEqual(fallback.messages()[-1], "record 29")
@@ -380,7 +380,7 @@ class QueuedTest(unittest.TestCase):
         daemon = self.daemon()
         handler = self.make(daemon)
         handler.handle(logging.makeLogRecord({"msg": "parent"}))
-        pid = os.fork()
+        pid = fork()
         if pid == 0:
             status = 1
             try:
@@ -399,7 +399,7 @@ class QueuedTest(unittest.TestCase):
         daemon = self.daemon()
         handler = self.make(daemon)
         handler.close()
-        pid = os.fork()
+        pid = fork()
         if pid == 0:
             status = 1
             try:

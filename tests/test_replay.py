@@ -22,8 +22,8 @@ from globus.cwlogger._replay import Replayer, describe, replay
 from globus.cwlogger._spool import HEADER, Spool, frame
 from globus.cwlogger.testing import LocalDaemon
 
-from .support import unique_address
-from .test_spool import no_fork_warning, read, request, segments, temporary_directory, wait_until
+from .support import fork, temporary_directory, unique_address, wait_until
+from .test_spool import read, request, segments
 
 AUDIT = '{"type": "audit", "subtype": "cwlogger.spool"'
 DEAD = 999999  # no such process: its segments are claimable
@@ -367,7 +367,8 @@ replayer.replay_now()
         done = self.run_child(spool_in_child(self.directory, ["x"] * 3, "kill", max_bytes=10))
         self.assertEqual(done.returncode, -signal.SIGKILL, done.stderr)
         dead_segment(self.directory, [request("replayed")])
-        send, refusals = sender(self.daemon.address), []
+        send = sender(self.daemon.address)
+        refusals: list[bytes] = []
 
         def refuse_the_first_audit(data: bytes) -> protocol.Reply:
             if data.startswith(b'{"message": "{\\"type\\": \\"audit\\"') and not refusals:
@@ -469,8 +470,7 @@ class BackgroundTest(ReplayTestCase):
 
     def test_forked_child_replays_with_a_thread_of_its_own(self) -> None:
         replayer = self.replayer(background=True, retry_interval=0.05)
-        with no_fork_warning():
-            pid = os.fork()
+        pid = fork()
         if pid == 0:
             status = 1
             try:
@@ -500,8 +500,7 @@ class ForkTest(ReplayTestCase):
             passes.start()
             time.sleep(0.0005)
             read_end, write_end = os.pipe()
-            with no_fork_warning():
-                pid = os.fork()
+            pid = fork()
             if pid == 0:
                 status = 1
                 try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -11,28 +10,21 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
-import warnings
 import zlib
-from collections.abc import Iterator
 from unittest import mock
 
 from globus.cwlogger import protocol
 from globus.cwlogger._spool import HEADER, MAGIC, MAX_REQUEST, Spool, claim, frame, frames
 
+from .support import fork, temporary_directory, wait_until
+
 
 def request(message: str, timestamp: int | None = None) -> bytes:
     stamp = int(time.time() * 1000) if timestamp is None else timestamp
     return protocol.encode_event(message, stamp)[0]
-
-
-def temporary_directory(test: unittest.TestCase) -> str:
-    directory = tempfile.mkdtemp(prefix="cwlogger-spool-test-")
-    test.addCleanup(shutil.rmtree, directory, ignore_errors=True)
-    return directory
 
 
 def segments(directory: str) -> list[str]:
@@ -51,24 +43,6 @@ def contents(directory: str) -> list[bytes | None]:
 def read(path: str) -> bytes:
     with open(path, "rb") as file:
         return file.read()
-
-
-def wait_until(condition: object, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
-@contextlib.contextmanager
-def no_fork_warning() -> Iterator[None]:
-    """os.fork() with threads running warns from 3.12; these children only
-    log and leave through os._exit."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        yield
 
 
 def run_child(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -456,8 +430,7 @@ class AppendTest(unittest.TestCase):
         spool = self.spool()
         before, after = request("parent before"), request("parent after")
         spool.append(before)
-        with no_fork_warning():
-            pid = os.fork()
+        pid = fork()
         if pid == 0:
             status = 1
             try:
@@ -501,8 +474,7 @@ class AppendTest(unittest.TestCase):
         self.addCleanup(thread.join)
         self.addCleanup(release.set)
         held.wait(10)
-        with no_fork_warning():
-            pid = os.fork()
+        pid = fork()
         if pid == 0:
             os._exit(0 if spool.append(request("child")) else 2)
         deadline = time.monotonic() + 30
