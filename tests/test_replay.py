@@ -22,7 +22,7 @@ from globus.cwlogger._replay import Replayer, describe, replay
 from globus.cwlogger._spool import HEADER, Spool, frame
 from globus.cwlogger.testing import LocalDaemon
 
-from .support import fork, temporary_directory, unique_address, wait_until
+from .support import fork, run_python, temporary_directory, unique_address, wait_until
 from .test_spool import read, request, segments
 
 AUDIT = '{"type": "audit", "subtype": "cwlogger.spool"'
@@ -90,15 +90,6 @@ class ReplayTestCase(unittest.TestCase):
         arrived = self.daemon.wait_for(events, 10, strict=True)
         return [json.loads(e.message) for e in arrived if e.message.startswith(AUDIT)]
 
-    def run_child(self, code: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-X", "dev", "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
 
 class ReplayTest(ReplayTestCase):
     def test_sends_the_exact_requests_then_one_audit_event(self) -> None:
@@ -161,7 +152,7 @@ class ReplayTest(ReplayTestCase):
         self.assertEqual(pids, [os.getpid(), DEAD])
 
     def test_a_killed_process_spool_is_replayed_by_another(self) -> None:
-        done = self.run_child(spool_in_child(self.directory, ["a", "b", "c"], "kill"))
+        done = run_python(spool_in_child(self.directory, ["a", "b", "c"], "kill"))
         self.assertEqual(done.returncode, -signal.SIGKILL, done.stderr)
         self.assertEqual(self.replayer().replay_now(), "done")
         self.assertEqual(self.records(4), ["a", "b", "c"])
@@ -346,7 +337,7 @@ replayer.replay_now()
         self.assertEqual(replayer.replayed, 4)  # one more, then it waited
 
     def test_drops_at_the_bound_are_reported_from_every_process(self) -> None:
-        done = self.run_child(spool_in_child(self.directory, ["x"] * 3, "kill", max_bytes=10))
+        done = run_python(spool_in_child(self.directory, ["x"] * 3, "kill", max_bytes=10))
         self.assertEqual(done.returncode, -signal.SIGKILL, done.stderr)
         small = Spool(self.directory, max_bytes=1)
         self.addCleanup(small.close)
@@ -364,7 +355,7 @@ replayer.replay_now()
         self.assertEqual([n for n in os.listdir(self.directory) if n.endswith(".drops")], [])
 
     def test_an_audit_event_the_daemon_refuses_is_sent_with_the_next_pass(self) -> None:
-        done = self.run_child(spool_in_child(self.directory, ["x"] * 3, "kill", max_bytes=10))
+        done = run_python(spool_in_child(self.directory, ["x"] * 3, "kill", max_bytes=10))
         self.assertEqual(done.returncode, -signal.SIGKILL, done.stderr)
         dead_segment(self.directory, [request("replayed")])
         send = sender(self.daemon.address)

@@ -9,7 +9,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import threading
 import time
 import unittest
@@ -19,7 +18,7 @@ from unittest import mock
 from globus.cwlogger import protocol
 from globus.cwlogger._spool import HEADER, MAGIC, MAX_REQUEST, Spool, claim, frame, frames
 
-from .support import fork, temporary_directory, wait_until
+from .support import fork, run_python, temporary_directory, wait_until
 
 
 def request(message: str, timestamp: int | None = None) -> bytes:
@@ -43,16 +42,6 @@ def contents(directory: str) -> list[bytes | None]:
 def read(path: str) -> bytes:
     with open(path, "rb") as file:
         return file.read()
-
-
-def run_child(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-X", "dev", "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 REQUESTS = [request("one"), request("two\nlines"), request("Grüße"), request("x" * 70000)]
@@ -500,7 +489,7 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
 assert spool.append(record)
 spool.close()
 """
-        done = run_child(code)
+        done = run_python(code)
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertEqual([n.rsplit("-", 1)[1] for n in segments(self.directory)], ["000001.seg"])
         self.assertEqual(contents(self.directory), [request("r" * 1000, 1)])
@@ -527,7 +516,7 @@ with open(os.path.join(path, name), "rb") as file:
     found = [r is not None for _, _, r in frames(file.read())]
 print(json.dumps([results, size_at_limit, found, spool.short_writes, spool.failed]))
 """
-        done = run_child(code)
+        done = run_python(code)
         self.assertEqual(done.returncode, 0, done.stderr)
         results, size_at_limit, found, short_writes, failed = json.loads(done.stdout)
         size = len(frame(request("r" * 1000, 1)))
