@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import logging.config
+import math
 import os
 import pathlib
 import time
@@ -58,6 +59,8 @@ class SpoolingTest(unittest.TestCase):
         self.assertEqual((handler.spooled, handler.undelivered), (5, 0))
         self.assertEqual(self.fallback.records, [])
         self.assertIn(f"they go to the spool {self.directory}", stderr.getvalue())
+        assert handler._replayer is not None
+        handler._replayer._backoff, handler._replayer._retry_at = 3600, math.inf  # no retry
         with LocalDaemon(self.address) as daemon:
             handler.handle(logging.makeLogRecord({"msg": "back"}))  # wakes the replay
             self.assertTrue(wait_until(lambda: handler.replayed == 5, timeout=10))
