@@ -230,6 +230,7 @@ class AppendTest(unittest.TestCase):
 
         with mock.patch("fcntl.flock", flock):
             self.assertIsNone(claim(path))
+        self.assertIsNone(claim(path))  # gone before it could be opened
 
     def test_release_only_what_was_all_replayed(self) -> None:
         spool = self.spool()
