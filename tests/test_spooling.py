@@ -17,6 +17,7 @@ from unittest import mock
 
 from globus.cwlogger import GlobusQueueHandler, GlobusSocketHandler
 from globus.cwlogger._options import ENV_SPOOL
+from globus.cwlogger._spool import claim
 from globus.cwlogger.testing import LocalDaemon
 
 from .support import ListHandler, run_python, temporary_directory, unique_address, wait_until
@@ -90,13 +91,23 @@ class SpoolingTest(unittest.TestCase):
         self.assertEqual(kept.timestamp, int(created * 1000))
         self.assertEqual(handler.truncated, 1)
 
-    def test_a_record_after_close_is_spooled_too(self) -> None:
-        handler = self.make()
-        handler.close()
-        with redirect_stderr(io.StringIO()):
-            handler.handle(logging.makeLogRecord({"msg": "from an exit hook"}))
-        self.assertEqual((handler.spooled, handler.undelivered), (1, 0))
-        self.assertEqual(self.fallback.records, [])
+    def test_a_record_after_close_is_spooled_too_and_the_next_close_lets_it_go(self) -> None:
+        for kind in (GlobusSocketHandler, GlobusQueueHandler):
+            with self.subTest(kind.__name__):
+                directory = os.path.join(temporary_directory(self), "spool")
+                handler = kind(self.address, timeout=0.5, fallback=self.fallback, spool=directory)
+                target = handler.target if isinstance(handler, GlobusQueueHandler) else handler
+                handler.close()
+                with redirect_stderr(io.StringIO()):
+                    handler.handle(logging.makeLogRecord({"msg": "from an exit hook"}))
+                self.assertEqual((target.spooled, target.undelivered), (1, 0))
+                self.assertEqual(self.fallback.records, [])
+                (name,) = [n for n in os.listdir(directory) if n.endswith(".seg")]
+                self.assertIsNone(claim(os.path.join(directory, name)))  # held: it writes
+                handler.close()  # as logging.shutdown does at exit: the segment is let go
+                fd = claim(os.path.join(directory, name))
+                self.assertIsNotNone(fd)
+                os.close(fd)  # type: ignore[arg-type]
 
     def test_a_replay_that_gets_no_reply_in_time_is_held_not_hung_up_on(self) -> None:
         handler = self.make(timeout=0.3)

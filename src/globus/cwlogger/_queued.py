@@ -225,7 +225,9 @@ class GlobusQueueHandler(_Unlocked):
                 thread.join(max(0.0, deadline + timeout - time.monotonic()))
             self._sync = True
             self._sweep(lambda record: self._send_by(deadline, record))
-            self.target.close()
+        # Every time, as the target's own close: what records sent after the
+        # first close opened again (a spool's segment) is closed again.
+        self.target.close()
         super().close()
 
     def _send_by(self, deadline: float, record: logging.LogRecord) -> None:
