@@ -16,7 +16,7 @@ import time
 import unittest
 from unittest import mock
 
-from globus.cwlogger import ENV_ADDRESS, GlobusSocketHandler, protocol
+from globus.cwlogger import ENV_ADDRESS, GlobusSocketHandler, _connect, protocol
 from globus.cwlogger._connect import NEWER_DAEMON_PATH
 from globus.cwlogger._records import iso_ms
 from globus.cwlogger.protocol import EMPTY_MESSAGE, MAX_MESSAGE_BYTES
@@ -319,6 +319,23 @@ class TimestampTest(DaemonTestCase):
         )
         self.assertEqual(self.handler.restamped, 0)
 
+    def test_the_window_has_margins_for_floats_and_other_numbers(self) -> None:
+        # A minute inside or outside 14 days less an hour back and 2 hours
+        # less ten minutes ahead; a float takes the handler's own inline
+        # test, an int protocol.stamp's.
+        now = int(time.time())
+        back, ahead = 14 * 86400 - 3600, 2 * 3600 - 600
+        edges = [now - back + 60, now - back - 60, now + ahead - 60, now + ahead + 60]
+        created: list[float] = [*map(float, edges), *edges]
+        for value in created:
+            record = logging.makeLogRecord({"msg": "x"})
+            record.created = value
+            self.handler.handle(record)
+        events = self.daemon.wait_for(len(created))
+        kept = [(e.timestamp or 0) // 1000 in edges for e in events]
+        self.assertEqual(kept, [True, False, True, False] * 2)
+        self.assertEqual(self.handler.restamped, 4)
+
     def test_odd_created_values_do_not_stop_summaries(self) -> None:
         self.daemon.stop()
         with quiet():
@@ -358,9 +375,12 @@ class FailureTest(DaemonTestCase):
         self.daemon.stop()
         with quiet() as stderr:
             self.log.info("one")
-            self.handler._warned_at -= 60
+            self.handler._warned_at -= 59.5  # not a minute yet
             self.log.info("two")
+            self.assertEqual(stderr.getvalue().count("globus.cwlogger:"), 1)
+            self.handler._warned_at -= 0.5
             self.log.info("three")
+            self.log.info("four")
         self.assertEqual(stderr.getvalue().count("globus.cwlogger:"), 2)
 
     def test_summary_spans_exactly_the_records_it_reports(self) -> None:
@@ -600,6 +620,39 @@ class HungDaemonTest(DaemonTestCase):
         self.assertEqual(len(self.daemon.requests), requests)  # not even tried
         self.assertEqual(self.fallback.messages(), ["hung 1", "hung 2"])
 
+    def test_no_warning_for_records_sent_to_the_fallback_while_backing_off(self) -> None:
+        self.handler.retryStart = self.handler.retryMax = 5.0
+        with quiet() as stderr:
+            self.log.info("hung")  # warns, and starts the backoff
+            self.handler._warned_at -= 120
+            self.log.info("backing off")
+        self.assertIsNotNone(self.handler.retryTime)
+        self.assertEqual(stderr.getvalue().count("globus.cwlogger:"), 1)
+        self.assertEqual(self.fallback.messages(), ["hung", "backing off"])
+
+    def test_a_refusal_ends_the_backoff_and_the_next_starts_afresh(self) -> None:
+        with quiet():
+            self.log.info("hung")
+            self.expire_backoff()
+            self.daemon.behaviour = "refuse"
+            self.log.info("refused")  # the daemon answers: no backoff
+            self.assertEqual((self.handler.retryTime, self.handler._stall), (None, None))
+            self.daemon.behaviour = "hang"
+            self.log.info("hung again")
+        self.assertEqual(self.handler.retryPeriod, self.handler.retryStart)  # not doubled
+
+    def test_an_exchange_with_no_time_left_still_times_out(self) -> None:
+        # The deadline may pass between connecting and sending: what follows
+        # must still be a timeout (the request is held), not a non-blocking
+        # read's BlockingIOError or settimeout's ValueError.
+        for left in (0.0, -1.0):
+            with self.subTest(left=left):
+                sock = _connect.connect([self.daemon.address], time.monotonic() + 1)
+                self.addCleanup(sock.close)
+                with self.assertRaises(OSError) as raised:
+                    _connect.exchange(sock, protocol.encode_event("x", 0)[0], left)
+                self.assertTrue(_connect.is_timeout(raised.exception), raised.exception)
+
     def test_backoff_doubles_up_to_its_cap(self) -> None:
         periods = []
         with quiet():
@@ -830,6 +883,16 @@ class CloseTest(DaemonTestCase):
         with quiet():
             self.log.info("never answered")
         self.handler.close()  # waits for the late reply, in vain
+        self.daemon.behaviour = "ok"
+        self.assertTrue(wait_until(lambda: not self.daemon._held))
+        self.assertEqual(len(self.daemon.requests), 1)  # no summary after it
+
+    def test_close_sends_no_summary_while_a_request_still_waits_for_its_reply(self) -> None:
+        self.daemon.behaviour = "hang"
+        with quiet():
+            self.log.info("never answered")
+        self.handler.retryTime = None  # the backoff is over; the request is still held
+        self.handler.close()
         self.daemon.behaviour = "ok"
         self.assertTrue(wait_until(lambda: not self.daemon._held))
         self.assertEqual(len(self.daemon.requests), 1)  # no summary after it

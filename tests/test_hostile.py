@@ -44,7 +44,11 @@ class SignalTest(DaemonTestCase):
         self.addCleanup(signal.signal, signum, previous)
 
     def test_a_signal_handler_that_logs_from_inside_emit_waits_its_turn(self) -> None:
-        self.on_signal(signal.SIGUSR1, lambda *_: self.log.info("from the signal handler"))
+        def log_two(*_: object) -> None:
+            self.log.info("from the signal handler")
+            self.log.info("and its second")
+
+        self.on_signal(signal.SIGUSR1, log_two)
 
         class Signalling(logging.Formatter):
             def format(self, record: logging.LogRecord) -> str:
@@ -54,9 +58,9 @@ class SignalTest(DaemonTestCase):
 
         self.handler.setFormatter(Signalling())
         self.log.info("trigger")
-        messages = [e.message for e in self.daemon.wait_for(2, strict=True)]
-        self.assertEqual(messages, ["trigger", "from the signal handler"])
-        self.assertEqual(self.counts(), (2, 0))
+        messages = [e.message for e in self.daemon.wait_for(3, strict=True)]
+        self.assertEqual(messages, ["trigger", "from the signal handler", "and its second"])
+        self.assertEqual(self.counts(), (3, 0))
 
     def assert_every_record_accounted(self, fallback: ListHandler, behaviour: str) -> None:
         self.daemon.behaviour = behaviour  # type: ignore[assignment]

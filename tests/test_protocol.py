@@ -118,6 +118,28 @@ class EncodeTest(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "non-negative: -1"):
             encode_event("m", -1)
 
+    def test_every_control_character_is_escaped(self) -> None:
+        for code in range(0x20):
+            with self.subTest(code=hex(code)):
+                request = encode_event(f"a{chr(code)}b", 0)[0]
+                self.assertEqual(json.loads(request), {"message": f"a{chr(code)}b", "timestamp": 0})
+                self.assertNotIn(bytes([code]), request[:-1])  # escaped, not raw
+
+    def test_cloudwatchs_window_less_its_margins(self) -> None:
+        # 14 days less one hour back, 2 hours less ten minutes ahead; the
+        # bounds themselves are outside.
+        now = 1_764_090_000.0
+        back, ahead = 14 * 86400 - 3600, 2 * 3600 - 600
+        for created, restamped in [
+            (now - back, True),
+            (now - back + 0.001, False),
+            (now + ahead - 0.001, False),
+            (now + ahead, True),
+        ]:
+            with self.subTest(created=created - now):
+                expected = int((now if restamped else created) * 1000)
+                self.assertEqual(protocol.stamp(created, now), (expected, restamped))
+
     def test_message_must_be_str(self) -> None:
         for bad in (b"bytes", None, 3):
             with self.subTest(bad=bad), self.assertRaisesRegex(TypeError, "message must be a str"):

@@ -368,12 +368,14 @@ class QueuedTest(unittest.TestCase):
         fallback = ListHandler()
         handler = self.make(daemon, timeout=5, max_queue=10, fallback=fallback, senders=1)
         with contextlib.redirect_stderr(io.StringIO()) as stderr:
-            for i in range(30):
+            handler.handle(logging.makeLogRecord({"msg": "record 0"}))
+            self.assertTrue(wait_until(lambda: handler._queue.qsize() == 0))  # being sent
+            for i in range(1, 30):
                 handler.handle(logging.makeLogRecord({"msg": f"record {i}"}))
-        # One is being sent (or not taken yet); ten wait; the rest did not fit.
-        self.assertTrue(wait_until(lambda: handler.target.undelivered >= 19))
-        self.assertIn(len(fallback.records), (19, 20))
-        self.assertEqual(fallback.messages()[-1], "record 29")
+        # One is being sent; ten wait; the other 19 did not fit.
+        self.assertEqual(handler._queue.qsize(), 10)
+        self.assertEqual(fallback.messages(), [f"record {i}" for i in range(11, 30)])
+        self.assertEqual(handler.target.undelivered, 19)
         self.assertIn("QueueFull", stderr.getvalue())
 
     def test_forked_child_delivers_through_its_own_thread(self) -> None:

@@ -60,7 +60,7 @@ DEFAULT_SENDERS = 4
 
 _STOP = None  # tells a sender to stop, once what came before it is sent
 _DRAIN = 5  # timeouts close() gives the queue to drain
-_YIELD_EVERY = 511  # while this many records or more wait, a caller yields once per 32
+_YIELD_EVERY = 511  # a caller yields each time the queue grows by 512 (a mask)
 _YIELD_FOR = 1e-6  # seconds, as short as a sleep that gives the lock away
 
 
