@@ -413,6 +413,22 @@ class QueuedTest(unittest.TestCase):
         self.assertEqual(os.waitstatus_to_exitcode(status), 0)
         self.assertEqual([e.message for e in daemon.wait_for(1)], ["child, after close"])
 
+    def test_a_sync_child_leaves_the_parents_queue_to_the_parent(self) -> None:
+        daemon = self.daemon(behaviour="stall")
+        handler = self.make(daemon, timeout=1, senders=1, children="sync")
+        for i in range(5):  # one being sent, four waiting
+            handler.handle(logging.makeLogRecord({"msg": f"parent {i}"}))
+        self.assertTrue(wait_until(lambda: handler._queue.qsize() == 4))
+        pid = fork()
+        if pid == 0:
+            status = 1
+            try:  # sending the parent's records again would duplicate them
+                status = 0 if (handler._sync, handler._queue.qsize()) == (True, 0) else 2
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+
     def test_unformattable_record_is_not_lost(self) -> None:
         daemon = self.daemon()
         handler = self.make(daemon)
