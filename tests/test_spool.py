@@ -258,6 +258,8 @@ class AppendTest(unittest.TestCase):
         late = request("after close")
         self.assertTrue(spool.append(late))  # from an exit hook, say
         self.assertEqual((spool.spooled, spool.failed), (2, 0))
+        thread = spool._thread  # the new segment is synced as the first was
+        self.assertTrue(thread is not None and thread.is_alive())
         (again,) = segments(self.directory)
         self.assertNotEqual(again, name)
         spool.close()

@@ -277,14 +277,14 @@ class Spool:
             if self._pid != os.getpid():
                 self.after_fork_in_child()
             data = frame(request)
+            if self._closed:  # a record after close(): kept all the same
+                self._reopen()
             if self._thread is None:
                 self._start()  # it also measures the directory: the bound can clear
             with self._lock:
                 if self._writing:  # a signal handler that logs, mid-write
                     self.failed += 1
                     return False
-                if self._closed:  # a record after close(): kept all the same
-                    self._reopen()
                 self._writing = True
                 try:
                     return self._append(data)
@@ -298,10 +298,12 @@ class Spool:
     def _reopen(self) -> None:
         """Open again after close(), for a record that came after it (from an
         exit hook, say): a new segment, and a sync thread of its own."""
-        self._closed = False
-        self._stop = threading.Event()
-        self._thread = None
-        _LIVE.add(self)
+        with self._lock:
+            if self._closed:
+                self._closed = False
+                self._stop = threading.Event()
+                self._thread = None
+                _LIVE.add(self)
 
     def _append(self, data: bytes) -> bool:
         if self._used + self._written + len(data) > self.max_bytes:
