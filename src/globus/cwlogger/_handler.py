@@ -351,7 +351,7 @@ class GlobusSocketHandler(_Unlocked, logging.handlers.SocketHandler):
         """Deliver one request and read the daemon's acknowledgement within
         the timeout; raise when it is not acknowledged."""
         ledger = self._ledger
-        # _Unlocked reads are enough to see that nothing is amiss.
+        # Unlocked reads are enough to see that nothing is amiss.
         amiss = self._held or self._stall is not None or ledger.open or ledger.on_its_way
         sock = None
         if not (amiss or self.daemon_uid is not None or socket.socket is not _STDLIB_SOCKET):
@@ -369,7 +369,8 @@ class GlobusSocketHandler(_Unlocked, logging.handlers.SocketHandler):
         else:
             timeout = self.timeout
         try:
-            sent = sock.send(s, _NOSIGNAL)  # _connect.exchange, its usual case inline
+            # _exchange, inline (a call costs 0.5k instructions a record).
+            sent = sock.send(s, _NOSIGNAL)
             sock.settimeout(timeout if timeout > _SOON else _SOON)
             reply = sock.recv(512) if sent == len(s) else b""
             if not reply.endswith(b"\n"):
