@@ -533,6 +533,25 @@ class QueuedTest(unittest.TestCase):
                 handler.handle(logging.makeLogRecord({"msg": f"burst {i}"}))
         self.assertEqual(slept.count(1e-6), 4)  # at 511, 1023, 1535 and 2047 waiting
 
+    def test_a_second_close_while_the_first_drains_is_instant(self) -> None:
+        daemon = self.daemon(behaviour="hang")
+        handler = self.make(daemon, timeout=0.5, fallback="off", senders=1)
+        target = handler.target
+        with contextlib.redirect_stderr(io.StringIO()):
+            handler.handle(logging.makeLogRecord({"msg": "never answered"}))
+            self.assertTrue(wait_until(lambda: target._held))  # held for a late reply
+            target.retryTime = None  # no backoff: the next is sent, and waits
+            handler.handle(logging.makeLogRecord({"msg": "being sent"}))
+            self.assertTrue(wait_until(lambda: len(daemon.requests) == 2))
+            first = threading.Thread(target=handler.close)
+            first.start()
+            self.assertTrue(wait_until(lambda: handler._closed))
+            start = time.monotonic()
+            handler.close()  # on another thread, while the first waits for the reply
+            took = time.monotonic() - start
+            first.join()
+        self.assertLess(took, 0.5 / 3)
+
     def test_close_twice(self) -> None:
         handler = GlobusQueueHandler(unique_address())
         handler.close()

@@ -117,7 +117,7 @@ class GlobusQueueHandler(_Unlocked):
         )
         super().__init__()
         self._sync = False
-        self._closed = False
+        self._closed = self._closed_target = False
         self._start()
         _live.add(self)
         _hook_exits()
@@ -225,9 +225,14 @@ class GlobusQueueHandler(_Unlocked):
                 thread.join(max(0.0, deadline + timeout - time.monotonic()))
             self._sync = True
             self._sweep(lambda record: self._send_by(deadline, record))
-        # Every time, as the target's own close: what records sent after the
-        # first close opened again (a spool's segment) is closed again.
-        self.target.close()
+            self.target.close()
+            self._closed_target = True
+        elif self._closed_target:
+            # Once the first close is over, each later one closes the target
+            # again, as its own close does: what records sent since opened
+            # again (a spool's segment) is let go.  Never while the first
+            # close drains: this one would then wait in the target's.
+            self.target.close()
         super().close()
 
     def _send_by(self, deadline: float, record: logging.LogRecord) -> None:
